@@ -1,0 +1,233 @@
+"""Cached access to the core: models and SAEs loaded once per process, results cached by plain values.
+
+Every function takes strings and numbers only, so Streamlit hashes cheap keys and never a
+tensor or a module. `st.cache_resource` objects are shared by every session: the core leaves
+no hooks attached, and the core's `exclusive()` lock serialises forward passes on the shared model so concurrent
+visitors cannot interleave them. Exceptions are not cached, so a failed load is retried on the
+next run (e.g. once the network is back).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import pandas as pd
+import streamlit as st
+
+import feature_lens_core as flc
+from feature_lens_app import hosting, state
+from feature_lens_core import catalog, feature_data
+from feature_lens_core.errors import FeatureLensError
+from feature_lens_core.exclusive import exclusive
+from feature_lens_core.loading import hub_reachable
+
+_ENTRIES = hosting.limits().cache_entries
+
+
+@st.cache_resource(max_entries=2, show_spinner=False)
+def model(name: str):  # noqa: ANN201 (a HookedTransformer; the app never touches its tensors)
+    """The model, loaded once per process (hub models fail fast, with a message, when offline)."""
+    return flc.load_model(name)
+
+
+@st.cache_resource(max_entries=24, show_spinner=False)
+def sae(model_name: str, name: str):  # noqa: ANN201
+    """One SAE of `model_name`, loaded once per process."""
+    return flc.load_sae(model_name, name)
+
+
+def saes(model_name: str, names: tuple[str, ...]) -> dict:
+    """All SAEs of a view, in the user's order."""
+    if not names:
+        raise FeatureLensError("No SAEs are selected. Pick at least one SAE in the sidebar.")
+    return {name: sae(model_name, name) for name in names}
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def sae_options(model_name: str) -> list[str]:
+    """Names offered in the SAE picker for a model (the built-in SAEs, or SAE-Lens's directory)."""
+    return flc.list_saes(model_name)
+
+
+@st.cache_data(max_entries=1, show_spinner=False)
+def model_options() -> list[str]:
+    """Models offered in the picker: the built-in one first, then every hub model with SAE releases."""
+    allowed = hosting.limits().hub_models
+    hub = [m for m in catalog.hub_models() if allowed is None or m in allowed]
+    return [catalog.BUILTIN_MODEL, *hub]
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def online() -> bool:
+    """Whether the hub answers (checked with a short timeout, remembered for a minute)."""
+    return hub_reachable()
+
+
+@dataclass(frozen=True)
+class Timed:
+    """A result and the seconds it took to compute (when it was computed, not when read from cache)."""
+
+    frame: pd.DataFrame
+    seconds: float
+    note: str = ""  # the core's remark on how it ranked (e.g. activation patching limited to candidates)
+
+
+def _rank_api():  # noqa: ANN202
+    try:
+        from feature_lens_core import ranking
+    except ImportError as exc:  # the core's ranking module is still being written
+        raise FeatureLensError("Ranking is not available in this build of feature-lens.") from exc
+    return ranking
+
+
+@st.cache_data(max_entries=_ENTRIES, show_spinner=False)
+def ranking(
+    model_name: str,
+    sae_names: tuple[str, ...],
+    prompt: str,
+    target: tuple[str, int, int],
+    direction: str,
+    method: str,
+    baseline: str,
+    corrupt: str,
+    candidates: int | None,
+    top_k: int | None,
+) -> Timed:
+    """The core's ranking for one view, with its compute time."""
+    api = _rank_api()
+    loaded_model, loaded = model(model_name), saes(model_name, sae_names)
+    with exclusive():
+        start = time.perf_counter()
+        frame = api.rank(
+            loaded_model,
+            loaded,
+            prompt,
+            api.FeatureRef(*target),
+            direction=direction,
+            method=method,
+            baseline=baseline,
+            corrupt_prompt=corrupt if baseline == "corrupt" else None,
+            candidates=candidates,
+            top_k=top_k,
+        )
+        seconds = time.perf_counter() - start
+    return Timed(frame.reset_index(drop=True), seconds, str(frame.attrs.get("note", "")))
+
+
+def ranked(view: state.ViewState, direction: str, method: str | None = None) -> Timed:
+    """Every ranked node of a view in one direction (charts and tables slice the head)."""
+    method = method or view.method
+    candidates = hosting.limits().candidates if method == "activation" else None
+    target = (view.sae, view.feature, view.pos)
+    return ranking(
+        view.model, view.saes, view.prompt, target, direction, method, view.baseline, view.corrupt, candidates, None
+    )
+
+
+@st.cache_data(max_entries=_ENTRIES, show_spinner=False)
+def tokens(model_name: str, prompt: str) -> list[str]:
+    """The prompt's tokens as the core indexes positions; the core's checks (empty, too long) apply."""
+    api = _rank_api()
+    loaded_model = model(model_name)
+    with exclusive():
+        return [str(t) for t in loaded_model.to_str_tokens(api.to_tokens(loaded_model, prompt)[0])]
+
+
+@st.cache_data(max_entries=_ENTRIES, show_spinner=False)
+def activations(model_name: str, sae_name: str, prompt: str) -> pd.DataFrame:
+    """Which features of one SAE fire where on the prompt: (position, token, feature, activation)."""
+    api = _rank_api()
+    loaded_model, loaded = model(model_name), sae(model_name, sae_name)
+    with exclusive():
+        return api.activations(loaded_model, loaded, prompt)
+
+
+@st.cache_resource(max_entries=32, show_spinner=False)
+def labels(model_name: str, sae_name: str) -> tuple[str, ...]:
+    """Every feature's short label ("" where none is known); shared, not copied, as it never changes."""
+    return tuple(feature_data.feature_labels(sae(model_name, sae_name)))
+
+
+def label(model_name: str, sae_name: str, feature: int) -> str:
+    """One feature's label, or "" (never raises: labels are decoration)."""
+    try:
+        names = labels(model_name, sae_name)
+    except FeatureLensError:
+        return ""
+    return names[feature] if 0 <= feature < len(names) else ""
+
+
+@st.cache_data(max_entries=_ENTRIES, show_spinner=False)
+def card(model_name: str, sae_name: str, feature: int) -> feature_data.FeatureCard:
+    """One feature's dashboard data (shipped for the built-in SAEs, logit effects for any SAE)."""
+    loaded_model, loaded = model(model_name), sae(model_name, sae_name)
+    with exclusive():
+        return feature_data.feature_card(loaded_model, loaded, feature)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def neuronpedia_id(model_name: str, sae_name: str) -> str | None:
+    """The SAE's Neuronpedia id from SAE-Lens's directory, without loading the SAE."""
+    entry = catalog.hub_saes().get(sae_name) if model_name != catalog.BUILTIN_MODEL else None
+    return entry.neuronpedia_id if entry else None
+
+
+def d_sae(model_name: str, sae_name: str) -> int:
+    """How many features the SAE has."""
+    return int(sae(model_name, sae_name).cfg.d_sae)
+
+
+class _Prefetcher:
+    """One background thread that fills the result cache for the methods the user has not picked yet.
+
+    Switching the method is then a cache hit. Only the latest view's jobs are kept (a user clicking
+    through targets makes older ones useless), and jobs share the core's compute lock with visible work, so at
+    most one ranking runs at a time. Off in hosted mode, where CPU is shared by every visitor.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: deque = deque()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, jobs: list) -> None:
+        with self._lock:
+            self._jobs.clear()
+            self._jobs.extend(jobs)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, name="feature-lens-prefetch", daemon=True)
+                self._thread.start()
+        self._wake.set()
+
+    def _work(self) -> None:
+        while True:
+            self._wake.wait()
+            with self._lock:
+                job = self._jobs.popleft() if self._jobs else None
+                if job is None:
+                    self._wake.clear()
+            if job is not None:
+                with contextlib.suppress(Exception):  # a failure here is shown when the user asks for it
+                    job()
+
+
+_prefetcher = _Prefetcher()
+
+
+def prefetch_other_methods(view: state.ViewState) -> None:
+    """Rank the current view with the other methods in the background (see `_Prefetcher`)."""
+    if hosting.limits().hosted:
+        return
+    jobs = [
+        functools.partial(ranked, view, direction, method)
+        for method in state.METHODS
+        if method != view.method
+        for direction in view.directions
+    ]
+    _prefetcher.submit(jobs)

@@ -1,0 +1,298 @@
+"""The view state: what the user looks at, kept in the URL so every view is a shareable link.
+
+`parse` turns query parameters into a typed `ViewState` and a list of problems; a malformed
+value falls back to its default while every valid parameter is kept. `to_params` is the
+inverse. In a session, the widgets own the values (`st.session_state[KEY]`); the URL is read
+once when a session starts and rewritten after every run.
+
+Only the *shape* of values is checked here (a number is a number, a method is one of three);
+whether an SAE fits the model or a feature is in range is the core's call, so its messages
+are the ones a user sees and the offending input stays visible for them to fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal
+
+import streamlit as st
+
+from feature_lens_app import hosting
+from feature_lens_app.examples import DEFAULT_SAES, EXAMPLES
+from feature_lens_core import catalog
+
+Method = Literal["activation", "attribution", "direct"]
+Baseline = Literal["zero", "mean", "corrupt"]
+Direction = Literal["both", "upstream", "downstream"]
+
+METHODS: dict[str, str] = {
+    "activation": "Activation patching (exact)",
+    "attribution": "Attribution patching (fast estimate)",
+    "direct": "Direct attribution (direct paths only)",
+}
+BASELINES: dict[str, str] = {
+    "zero": "Zero (switch the feature off)",
+    "mean": "Mean (its average activation)",
+    "corrupt": "Corrupt prompt (its value on another prompt)",
+}
+DIRECTIONS: dict[str, str] = {
+    "both": "Both",
+    "upstream": "Upstream (what drives it)",
+    "downstream": "Downstream (what it drives)",
+}
+KEYS = ("model", "saes", "prompt", "sae", "feature", "pos", "method", "baseline", "direction", "corrupt")
+MAX_NAME_CHARS = 300
+
+
+@dataclass(frozen=True)
+class ViewState:
+    """Everything that defines a view; field names are the query parameter names."""
+
+    model: str = catalog.BUILTIN_MODEL
+    saes: tuple[str, ...] = DEFAULT_SAES
+    prompt: str = EXAMPLES[0].prompt
+    sae: str = EXAMPLES[0].sae
+    feature: int = EXAMPLES[0].feature
+    pos: int = EXAMPLES[0].position
+    method: Method = "attribution"
+    baseline: Baseline = "zero"
+    direction: Direction = "both"
+    corrupt: str = ""
+    problems: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def directions(self) -> list[str]:
+        return ["upstream", "downstream"] if self.direction == "both" else [self.direction]
+
+
+DEFAULT = ViewState()
+
+
+def default_saes(model: str, list_saes: Callable[[str], list[str]] | None = None) -> tuple[str, ...]:
+    """SAEs to start from for `model`: the worked example's set, or the first two of its main residual release."""
+    if model == catalog.BUILTIN_MODEL:
+        return DEFAULT_SAES
+    releases: dict[str, list[str]] = {}
+    for name in (list_saes or _hub_saes_of)(model):
+        releases.setdefault(name.split("/", 1)[0], []).append(name)
+    if not releases:
+        return ()
+    # The shortest residual release name is usually the canonical one (gpt2-small-res-jb, not its variants).
+    release = min(releases, key=lambda r: ("res" not in r, len(r), r))
+    return tuple(sorted(releases[release], key=_natural)[:2])
+
+
+def _natural(name: str) -> list[Any]:
+    """Sort key that puts blocks.2 before blocks.10."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def _hub_saes_of(model: str) -> list[str]:
+    return sorted(name for name, entry in catalog.hub_saes().items() if entry.model == model)
+
+
+def _last(params: Mapping[str, Any], key: str) -> str | None:
+    """The last value of a parameter (a repeated key keeps the last, as browsers do)."""
+    value = params.get(key)
+    if isinstance(value, (list, tuple)):
+        return str(value[-1]) if value else None
+    return None if value is None else str(value)
+
+
+def _all(params: Mapping[str, Any], key: str) -> list[str]:
+    value = params.get(key)
+    if value is None:
+        return []
+    return [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
+
+
+def _shown(value: str, limit: int = 40) -> str:
+    return repr(value if len(value) <= limit else value[:limit] + "…")
+
+
+def parse(
+    params: Mapping[str, Any],
+    limits: hosting.Limits | None = None,
+    list_saes: Callable[[str], list[str]] | None = None,
+) -> ViewState:
+    """A `ViewState` from query parameters; `problems` says, in plain words, what was ignored and why.
+
+    `params` maps names to a string or a list of strings (`st.query_params` with `get_all`).
+    Missing parameters take their defaults; with none at all this is the worked example.
+    """
+    limits = limits or hosting.limits()
+    problems: list[str] = []
+    values: dict[str, Any] = {}
+
+    model = _last(params, "model")
+    if model is not None:
+        model = model.strip()
+        if not model or len(model) > MAX_NAME_CHARS:
+            problems.append(f"model={_shown(model)} is not a model name, so the built-in model is shown.")
+        elif model != catalog.BUILTIN_MODEL and limits.hub_models is not None and model not in limits.hub_models:
+            problems.append(
+                f"model={_shown(model)} is not available on this hosted app (it would not fit in memory); "
+                f"use the built-in model or one of: {', '.join(limits.hub_models)}."
+            )
+        else:
+            values["model"] = model
+    model = values.get("model", DEFAULT.model)
+
+    names = [n.strip() for raw in _all(params, "saes") for n in raw.split(",") if n.strip()]
+    names = list(dict.fromkeys(n for n in names if len(n) <= MAX_NAME_CHARS))
+    target = (_last(params, "sae") or "").strip()
+    if not limits.allow_local_paths:
+        # Hosted: a name must come from the catalog, so nothing can make the server read its own disk.
+        known = set(catalog.builtin_sae_names()) | set(catalog.hub_saes())
+        unknown = [n for n in dict.fromkeys([*names, target]) if n and n not in known]
+        if unknown:
+            problems.append(
+                f"SAE {', '.join(_shown(n) for n in unknown)} left out: this hosted app only loads built-in SAEs "
+                "and SAEs from SAE-Lens's directory (no local folders)."
+            )
+            names = [n for n in names if n in known]
+            target = target if target in known else ""
+    if "saes" in params:
+        values["saes"] = tuple(names)
+    elif model != DEFAULT.model:
+        values["saes"] = default_saes(model, list_saes)
+
+    for key in ("prompt", "corrupt"):
+        text = _last(params, key)
+        if text is None:
+            continue
+        if limits.max_prompt_chars is not None and len(text) > limits.max_prompt_chars:
+            problems.append(
+                f"{key} was {len(text)} characters long; it was cut to the first {limits.max_prompt_chars}."
+            )
+            text = text[: limits.max_prompt_chars]
+        values[key] = text
+
+    if target and len(target) <= MAX_NAME_CHARS:
+        values["sae"] = target
+    elif model != DEFAULT.model:
+        values["sae"] = values["saes"][-1] if values.get("saes") else ""
+
+    for key, what in (("feature", "feature index"), ("pos", "token position")):
+        raw = _last(params, key)
+        if raw is None:
+            if model != DEFAULT.model:
+                values[key] = 0
+            continue
+        try:
+            number = int(raw.strip())
+        except ValueError:
+            number = -1
+        if number < 0:
+            problems.append(f"{key}={_shown(raw)} is not a valid {what} (a whole number, 0 or more).")
+        else:
+            values[key] = number
+
+    for key, options in (("method", METHODS), ("baseline", BASELINES), ("direction", DIRECTIONS)):
+        raw = _last(params, key)
+        if raw is None:
+            continue
+        if raw.strip().lower() in options:
+            values[key] = raw.strip().lower()
+        else:
+            problems.append(f"{key}={_shown(raw)} is unknown; use one of: {', '.join(options)}.")
+
+    view = replace(DEFAULT, **values)
+    saes = view.saes
+    if view.sae and view.sae not in saes:
+        saes = (*saes, view.sae)  # the target always takes part in the ranking
+    if limits.max_saes is not None and len(saes) > limits.max_saes:
+        problems.append(f"{len(saes)} SAEs were asked for; this hosted app ranks at most {limits.max_saes} at once.")
+        kept = [s for s in saes if s != view.sae][: limits.max_saes - 1]
+        saes = tuple([*kept, view.sae] if view.sae else kept[: limits.max_saes])
+    return replace(view, saes=tuple(saes), problems=tuple(problems))
+
+
+def fingerprint(view: ViewState, *extra: object) -> str:
+    """A short stable id of a view, for widget keys that must reset when the view changes."""
+    text = repr((sorted(to_params(view).items()), extra))
+    return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
+
+
+def to_params(view: ViewState) -> dict[str, str]:
+    """The query parameters of a view (all of them, so a link means the same after defaults change)."""
+    out = {key: value for key, value in asdict(view).items() if key in KEYS}
+    out["saes"] = ",".join(view.saes)
+    return {key: str(out[key]) for key in KEYS}
+
+
+# ---------------------------------------------------------------- session side
+
+
+def start_session() -> None:
+    """On a session's first run, seed the widgets' values from the URL (or the worked example).
+
+    Later runs restore any value Streamlit dropped: it clears a widget's value when a run does not
+    draw it, which happens once when a session moves from Streamlit's legacy `pages/` mode to
+    `st.navigation` (see frame.py). `remember` keeps a copy outside the widgets for that.
+    """
+    if st.session_state.get("_fl_started"):
+        for key, value in st.session_state.get("_fl_view", {}).items():
+            if key not in st.session_state:
+                st.session_state[key] = value
+        return
+    params = {key: st.query_params.get_all(key) for key in st.query_params}
+    view = parse(params)
+    for key in KEYS:
+        value = getattr(view, key)
+        st.session_state[key] = list(value) if key == "saes" else value
+    st.session_state["_fl_problems"] = list(view.problems)
+    st.session_state["_fl_started"] = True
+
+
+def current() -> ViewState:
+    """The view as the widgets hold it now."""
+    ss = st.session_state
+    return ViewState(
+        model=str(ss.get("model", DEFAULT.model)),
+        saes=tuple(ss.get("saes", DEFAULT.saes)),
+        prompt=str(ss.get("prompt", DEFAULT.prompt)),
+        sae=str(ss.get("sae") or ""),
+        feature=int(ss.get("feature", DEFAULT.feature)),
+        pos=int(ss.get("pos", DEFAULT.pos)),
+        method=ss.get("method", DEFAULT.method),
+        baseline=ss.get("baseline", DEFAULT.baseline),
+        direction=ss.get("direction", DEFAULT.direction),
+        corrupt=str(ss.get("corrupt") or ""),
+    )
+
+
+def remember(view: ViewState) -> None:
+    """Keep a copy of the view outside the widgets (see `start_session`)."""
+    st.session_state["_fl_view"] = {key: list(view.saes) if key == "saes" else getattr(view, key) for key in KEYS}
+
+
+def take_problems() -> list[str]:
+    """Problems found in the URL this session started with; each is shown once."""
+    return st.session_state.pop("_fl_problems", [])
+
+
+def write_url(view: ViewState) -> None:
+    """Rewrite the address bar so a copied URL reopens this exact view."""
+    params = to_params(view)
+    if st.query_params.to_dict() != params:
+        st.query_params.from_dict(params)
+
+
+def set_target(sae: str, feature: int, pos: int) -> None:
+    """Make (sae, feature, pos) the target; for widget callbacks, which run before the widgets."""
+    ss = st.session_state
+    if sae not in ss.get("saes", []):
+        ss["saes"] = [*ss.get("saes", []), sae]
+    ss["sae"], ss["feature"], ss["pos"] = sae, int(feature), int(pos)
+
+
+def apply_example(title: str, examples: Sequence[Any] = EXAMPLES) -> None:
+    """Load one worked example: its prompt and target, on the built-in model."""
+    for example in examples:
+        if example.title == title:
+            st.session_state["prompt"] = example.prompt
+            set_target(example.sae, example.feature, example.position)

@@ -1,0 +1,98 @@
+"""Rebuild the built-in model zoo from scratch: `python -m feature_lens_core.zoo.build`.
+
+Stages, each deterministic from `--seed`:
+  tokenizer -> model -> saes -> dashboards -> quality
+Each stage writes into `feature_lens_core/zoo/toy/`; `--stages` re-runs a subset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from feature_lens_core.zoo import paths
+from feature_lens_core.zoo.corpus import load_corpus
+from feature_lens_core.zoo.model import MODEL_CONFIG, build_model, load_model_folder, save_model, train_model
+from feature_lens_core.zoo.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
+
+STAGES = ("tokenizer", "model", "saes", "dashboards", "quality")
+VOCAB_SIZE = 4096
+
+
+def encode_stream(texts: list[tuple[str, str]], tokenizer) -> torch.Tensor:  # noqa: ANN001
+    """All texts as one token stream, each text followed by `<|endoftext|>`."""
+    ids: list[int] = []
+    for _, text in texts:
+        ids += tokenizer.encode(text, add_special_tokens=False) + [tokenizer.eos_token_id]
+    return torch.tensor(ids, dtype=torch.int64)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {STAGES}")
+    parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "feature-lens")
+    parser.add_argument("--model-steps", type=int, default=2500)
+    args = parser.parse_args(argv)
+    stages = args.stages.split(",")
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    timings: dict[str, float] = {}
+
+    corpus = load_corpus(args.cache)
+    if "tokenizer" in stages:
+        start = time.perf_counter()
+        save_tokenizer(train_tokenizer([t for _, t in corpus.train], VOCAB_SIZE), paths.TOKENIZER_DIR)
+        timings["tokenizer"] = time.perf_counter() - start
+    tokenizer = load_tokenizer(paths.TOKENIZER_DIR)
+    train_stream = encode_stream(corpus.train, tokenizer)
+    held_out_stream = encode_stream(corpus.held_out, tokenizer)
+    save_file({"tokens": held_out_stream.to(torch.int32)}, str(paths.HELD_OUT_TOKENS))
+
+    if "model" in stages:
+        start = time.perf_counter()
+        torch.manual_seed(args.seed)
+        model = build_model(MODEL_CONFIG, VOCAB_SIZE, tokenizer)
+        bar = tqdm(total=args.model_steps, desc="model")
+
+        def on_step(step: int, loss: float) -> None:
+            bar.update(1)
+            if step % 50 == 0:
+                bar.set_postfix(loss=f"{loss:.3f}")
+
+        train_model(model, train_stream, args.model_steps, batch=32, lr=3e-3, seed=args.seed, on_step=on_step)
+        bar.close()
+        save_model(model, paths.MODEL_DIR)
+        timings["model"] = time.perf_counter() - start
+    model = load_model_folder(paths.MODEL_DIR, tokenizer)
+
+    if "saes" in stages:
+        from feature_lens_core.zoo.train_saes import train_all_saes
+
+        start = time.perf_counter()
+        train_all_saes(model, train_stream, paths.SAES_DIR, seed=args.seed)
+        timings["saes"] = time.perf_counter() - start
+    if "dashboards" in stages:
+        from feature_lens_core.zoo.feature_data import build_all_feature_data
+
+        start = time.perf_counter()
+        build_all_feature_data(model, held_out_stream, paths.SAES_DIR)
+        timings["dashboards"] = time.perf_counter() - start
+    if "quality" in stages:
+        from feature_lens_core.zoo.quality import measure_quality
+
+        start = time.perf_counter()
+        report = measure_quality(model, held_out_stream, paths.SAES_DIR)
+        report["held_out_plays"] = [name for name, _ in corpus.held_out]
+        paths.QUALITY_FILE.write_text(json.dumps(report, indent=2))
+        timings["quality"] = time.perf_counter() - start
+    print(json.dumps({"seconds": timings}, indent=2))  # noqa: T201
+
+
+if __name__ == "__main__":
+    main()

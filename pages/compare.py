@@ -1,0 +1,83 @@
+"""Compare methods: the cheap estimates against exact activation patching, for the current target."""
+
+import pandas as pd
+import streamlit as st
+
+from feature_lens_app import frame, hosting, resources, state, widgets
+from feature_lens_core import charts
+
+TOP_K = 10
+view = frame.view()
+st.title("When can the cheap estimate be trusted?", anchor=False)
+st.caption(
+    "Each point is one node (a feature at a token, or an error node). On the dashed diagonal the estimate equals the "
+    "exact effect measured by activation patching. Spearman near 1 and a high top-k overlap mean the cheap method "
+    "ranks nodes like the exact one."
+)
+tokens = widgets.prompt_tokens(view)
+results: dict[tuple[str, str], resources.Timed] = {}
+
+if tokens is not None:
+    token = tokens[view.pos] if view.pos < len(tokens) else None
+    st.markdown(f"**Target:** {widgets.target_text(view, token)}")
+    limits = hosting.limits()
+    if limits.candidates:
+        st.info(
+            f"Hosted mode: activation patching scores only the {limits.candidates} nodes that attribution patching "
+            "ranks highest, so only those are compared.",
+            icon=":material/speed:",
+        )
+    jobs = [(d, m) for d in view.directions for m in state.METHODS]
+    progress = st.progress(0.0, text="Ranking with each method…")
+    failures = []
+    for done, (direction, method) in enumerate(jobs):
+        progress.progress(done / len(jobs), text=f"{state.METHODS[method]}, {direction}…")
+        what = f"ranking {direction} features by {method}"
+        result, failure = widgets.attempt(lambda d=direction, m=method: resources.ranked(view, d, m), what)
+        if failure is None:
+            results[(direction, method)] = result
+        else:
+            failures.append((failure, what))
+    progress.empty()
+    widgets.show_failures(failures)
+
+for direction in view.directions:
+    exact = results.get((direction, "activation"))
+    estimates = {m: results[(direction, m)].frame for m in ("attribution", "direct") if (direction, m) in results}
+    if exact is None or not estimates:
+        continue
+    st.subheader(f"{direction.capitalize()} of the target")
+    pairs = charts.paired_scores(widgets.labelled(exact.frame, view.model), estimates)
+    plot, numbers = st.columns([3, 2])
+    plot.altair_chart(charts.method_scatter(pairs), width="stretch")
+    with numbers:
+        st.markdown("**Agreement with activation patching**")
+        st.dataframe(
+            charts.agreement(pairs, k=TOP_K).drop(columns="top_k"),
+            hide_index=True,
+            width="stretch",
+            column_config={
+                "spearman": st.column_config.NumberColumn("Spearman", format="%.2f"),
+                "top_k_overlap": st.column_config.NumberColumn(f"top-{TOP_K} overlap", format="percent"),
+            },
+        )
+        st.markdown("**Cost of each method**")
+        cost = pd.DataFrame(
+            [
+                {
+                    "method": state.METHODS[m],
+                    "seconds": results[(direction, m)].seconds,
+                    "nodes": len(results[(direction, m)].frame),
+                }
+                for m in state.METHODS
+                if (direction, m) in results
+            ]
+        )
+        st.dataframe(
+            cost,
+            hide_index=True,
+            width="stretch",
+            column_config={"seconds": st.column_config.NumberColumn(format="%.3f")},
+        )
+        if exact.note:
+            st.caption(exact.note)

@@ -1,0 +1,89 @@
+"""Feature: one feature's dashboard: what it fires on, what it promotes, and its neighbours on the prompt."""
+
+import pandas as pd
+import streamlit as st
+
+from feature_lens_app import frame, resources, state, widgets
+from feature_lens_core import catalog, charts
+
+UP_DOWN = ("upstream", "downstream")
+view = frame.view()
+st.title(f"Feature #{view.feature} of {view.sae}", anchor=False)
+label = resources.label(view.model, view.sae, view.feature)
+if label and not label.startswith("#"):
+    st.markdown(f"**Label:** {label}")
+
+neuronpedia = resources.neuronpedia_id(view.model, view.sae)
+if neuronpedia:
+    url = catalog.neuronpedia_url(neuronpedia, view.feature)
+    st.link_button("Open on Neuronpedia", url, icon=":material/open_in_new:")
+    if resources.online():
+        with st.expander("Neuronpedia's page", expanded=False):
+            st.iframe(f"{url}?embed=true", height=600)
+    else:
+        st.caption("Offline: Neuronpedia's page cannot be shown; everything below is computed locally.")
+
+tokens = widgets.prompt_tokens(view)
+card = on_prompt = None
+if tokens is not None:
+    card, card_failure = widgets.attempt(
+        lambda: resources.card(view.model, view.sae, view.feature), "loading the dashboard"
+    )
+    on_prompt, prompt_failure = widgets.attempt(
+        lambda: widgets.feature_on_tokens(
+            tokens, resources.activations(view.model, view.sae, view.prompt), view.feature
+        ),
+        "reading the prompt",
+    )
+    widgets.show_failures([(f, w) for f, w in [(card_failure, "the dashboard"), (prompt_failure, "the prompt")] if f])
+
+if card is not None:
+    here = on_prompt["activation"].iloc[view.pos] if on_prompt is not None and view.pos < len(on_prompt) else None
+    peak = on_prompt["activation"].max() if on_prompt is not None else None
+    cells = st.columns(4)
+    cells[0].metric("Fires on", f"{card.density:.2%} of tokens" if card.density is not None else "n/a")
+    cells[1].metric("Mean activation", f"{card.mean_activation:.3f}" if card.mean_activation is not None else "n/a")
+    cells[2].metric("At the target token", f"{here:.3f}" if here is not None else "n/a")
+    cells[3].metric("Highest on the prompt", f"{peak:.3f}" if peak is not None else "n/a")
+
+if on_prompt is not None:
+    st.subheader("On your prompt")
+    st.html(widgets.highlighted_tokens(on_prompt["token"].tolist(), on_prompt["activation"].tolist(), view.pos))
+    st.altair_chart(charts.token_strip(on_prompt, view.pos), width="stretch")
+
+if card is not None:
+    left, right = st.columns([3, 2])
+    with left:
+        st.subheader("Top-activating examples")
+        for example in card.examples:
+            st.html(widgets.example_html(example.before, example.token, example.after))
+            st.caption(f"activation {example.activation:.3f}")
+        if not card.examples:
+            st.caption("No shipped examples for this SAE; Neuronpedia (when online) has them for hub SAEs.")
+    with right:
+        st.subheader("Effect on the next token")
+        effects = pd.DataFrame(
+            {
+                "promotes": [charts.display_token(t) for t, _ in card.boosted],
+                "logit +": [v for _, v in card.boosted],
+                "suppresses": [charts.display_token(t) for t, _ in card.suppressed],
+                "logit −": [v for _, v in card.suppressed],
+            }
+        )
+        st.dataframe(effects, hide_index=True, width="stretch")
+        if any("\ufffd" in t for t, _ in [*card.boosted, *card.suppressed]):
+            st.caption("'�' is one byte of a character that the tokenizer splits over several tokens.")
+
+if tokens is not None:
+    st.subheader("Strongest neighbours on this prompt")
+    st.caption(f"By {state.METHODS[view.method].lower()}. Click one to open its dashboard here.")
+    outcomes = {d: widgets.attempt(lambda d=d: resources.ranked(view, d), f"ranking {d}") for d in UP_DOWN}
+    for column, (direction, (result, failure)) in zip(st.columns(2), outcomes.items(), strict=True):
+        with column:
+            st.markdown(f"**{direction.capitalize()}**")
+            if result is None:
+                widgets.show_failure(failure, f"ranking {direction}")
+                continue
+            rows = result.frame
+            neighbours = widgets.labelled(rows[rows["kind"] == "feature"].head(5), view.model)
+            widgets.neighbour_buttons(neighbours, key=f"nb_{direction}")

@@ -1,0 +1,15 @@
+"""feature-lens: `streamlit run streamlit_app.py`. The frame: shared sidebar, then the chosen page."""
+
+import streamlit as st
+
+from feature_lens_app import frame
+
+pages = [
+    st.Page("pages/explore.py", title="Explore", icon=":material/hub:", default=True),
+    st.Page("pages/feature.py", title="Feature", icon=":material/insights:"),
+    st.Page("pages/compare.py", title="Compare methods", icon=":material/compare_arrows:"),
+    st.Page("pages/how_it_works.py", title="How it works", icon=":material/school:"),
+]
+page = st.navigation(pages, position="top")
+with frame.framed():
+    page.run()

@@ -1,0 +1,25 @@
+"""The worked examples work on the shipped model: every target fires where the example says."""
+
+from __future__ import annotations
+
+import pytest
+
+from feature_lens_app.examples import DEFAULT_SAES, EXAMPLES
+from feature_lens_core import catalog
+from feature_lens_core.loading import load_model, load_sae
+
+pytestmark = [pytest.mark.app, pytest.mark.slow]
+
+
+def test_default_saes_are_shipped() -> None:
+    assert set(DEFAULT_SAES) <= set(catalog.builtin_sae_names())
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[e.title for e in EXAMPLES])
+def test_example_target_is_active(example) -> None:  # noqa: ANN001
+    from feature_lens_core.ranking import activations
+
+    model = load_model(catalog.BUILTIN_MODEL)
+    acts = activations(model, load_sae(catalog.BUILTIN_MODEL, example.sae), example.prompt)
+    here = acts[(acts["position"] == example.position) & (acts["feature"] == example.feature)]
+    assert len(here) == 1 and float(here["activation"].iloc[0]) > 0
