@@ -9,6 +9,7 @@ next run (e.g. once the network is back).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import threading
@@ -195,6 +196,10 @@ class _Prefetcher:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._stopping = False
+        # A daemon thread still inside torch when the interpreter exits aborts the process, so the
+        # current job is allowed to finish first.
+        atexit.register(self.stop)
 
     def submit(self, jobs: list) -> None:
         with self._lock:
@@ -206,15 +211,25 @@ class _Prefetcher:
         self._wake.set()
 
     def _work(self) -> None:
-        while True:
+        while not self._stopping:
             self._wake.wait()
             with self._lock:
-                job = self._jobs.popleft() if self._jobs else None
+                job = self._jobs.popleft() if self._jobs and not self._stopping else None
                 if job is None:
                     self._wake.clear()
             if job is not None:
                 with contextlib.suppress(Exception):  # a failure here is shown when the user asks for it
                     job()
+
+    def stop(self) -> None:
+        """Drop the queued jobs and wait for the running one to end."""
+        with self._lock:
+            self._stopping = True
+            self._jobs.clear()
+            thread = self._thread
+        self._wake.set()
+        if thread is not None:
+            thread.join(timeout=60)
 
 
 _prefetcher = _Prefetcher()

@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from feature_lens_app import frame, hosting, resources, state, widgets
-from feature_lens_core import charts
+from feature_lens_core import agreement, charts
 
 TOP_K = 10
 view = frame.view()
@@ -47,18 +47,23 @@ for direction in view.directions:
     if exact is None or not estimates:
         continue
     st.subheader(f"{direction.capitalize()} of the target")
-    pairs = charts.paired_scores(widgets.labelled(exact.frame, view.model), estimates)
+    pairs = agreement.paired_scores(widgets.labelled(exact.frame, view.model), estimates)
     plot, numbers = st.columns([3, 2])
     plot.altair_chart(charts.method_scatter(pairs), width="stretch")
     with numbers:
         st.markdown("**Agreement with activation patching**")
         st.dataframe(
-            charts.agreement(pairs, k=TOP_K).drop(columns="top_k"),
+            agreement.agreement(pairs, k=TOP_K).drop(columns="top_k"),
             hide_index=True,
             width="stretch",
             column_config={
                 "spearman": st.column_config.NumberColumn("Spearman", format="%.2f"),
                 "top_k_overlap": st.column_config.NumberColumn(f"top-{TOP_K} overlap", format="percent"),
+                "recall_at_3k": st.column_config.NumberColumn(
+                    f"exact top {TOP_K} in its top {3 * TOP_K}",
+                    format="percent",
+                    help=f"What activation patching of only its {3 * TOP_K} best candidates would catch",
+                ),
             },
         )
         st.markdown("**Cost of each method**")

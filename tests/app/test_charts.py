@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from feature_lens_app.widgets import highlighted_tokens
-from feature_lens_core import charts
+from feature_lens_core import agreement, charts
 
 pytestmark = pytest.mark.app
 
@@ -59,9 +59,9 @@ def test_scatter_and_agreement(ranking: pd.DataFrame) -> None:
     exact = charts.add_labels(ranking)
     same = ranking.copy()
     reversed_ = ranking.assign(score=-ranking["score"])
-    pairs = charts.paired_scores(exact, {"attribution": same, "direct": reversed_})
+    pairs = agreement.paired_scores(exact, {"attribution": same, "direct": reversed_})
     assert set(pairs["method"]) == {"attribution", "direct"} and len(pairs) == 8
-    table = charts.agreement(pairs, k=2).set_index("method")
+    table = agreement.agreement(pairs, k=2).set_index("method")
     assert table.loc["attribution", "spearman"] == pytest.approx(1.0)
     assert table.loc["direct", "spearman"] == pytest.approx(-1.0)
     assert table.loc["attribution", "top_k_overlap"] == 1.0
@@ -70,7 +70,7 @@ def test_scatter_and_agreement(ranking: pd.DataFrame) -> None:
 
 
 def test_paired_scores_leave_out_nodes_one_method_lacks(ranking: pd.DataFrame) -> None:
-    pairs = charts.paired_scores(ranking.head(2), {"attribution": ranking})
+    pairs = agreement.paired_scores(ranking.head(2), {"attribution": ranking})
     assert len(pairs) == 2
 
 

@@ -12,7 +12,7 @@ import copy
 import pytest
 import torch
 
-from feature_lens_core import feature_data
+from feature_lens_core import agreement, feature_data
 from feature_lens_core.ranking import FeatureRef, activations, rank
 from tests.helpers import brute_force, cache_of, leftover
 
@@ -131,43 +131,12 @@ def test_mean_baseline_uses_the_shipped_means(toy_model, toy_saes):
         assert row.score == pytest.approx(expected, rel=1e-4, abs=1e-5)
 
 
-AGREEMENT_CASES = [
-    (
-        "Friends, Romans, countrymen, lend me your ears; I come to bury Caesar, not to praise him.",
-        "L2.resid_pre",
-    ),
-    ("Now is the winter of our discontent made glorious summer by this sun of York.", "L2.attn_z"),
-    ("O Romeo, Romeo, wherefore art thou Romeo? Deny thy father and refuse thy name.", "L2.transcoder"),
-]
-
-
-def agreement(model, saes, prompt: str, target_sae: str) -> dict[str, float]:
-    """Spearman correlation and top-10 overlap of attribution vs exhaustive activation patching, upstream of
-    the strongest feature of `target_sae` at the second-to-last token; plus how many of the exact top 10
-    are in attribution's top 30 / top 100 (what `candidates` would catch)."""
-    q = len(model.to_str_tokens(prompt)) - 2
-    target = FeatureRef(target_sae, strongest(model, saes[target_sae], q, prompt), q)
-    exact = rank(model, saes, prompt, target, "upstream", "activation")
-    estimate = rank(model, saes, prompt, target, "upstream", "attribution")
-    pairs = exact.merge(estimate, on=KEY, suffixes=("_exact", "_estimate"))
-    assert len(pairs) == len(exact) == len(estimate)
-
-    def top(column: str, k: int) -> set[int]:
-        return set(pairs[column].abs().nlargest(k).index)
-
-    best = top("score_exact", 10)
-    return {
-        "nodes": len(pairs),
-        "spearman": pairs.score_exact.corr(pairs.score_estimate, method="spearman"),
-        "top10": len(best & top("score_estimate", 10)) / 10,
-        "in_top30": len(best & top("score_estimate", 30)) / 10,
-        "in_top100": len(best & top("score_estimate", 100)) / 10,
-    }
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize(("prompt", "target_sae"), AGREEMENT_CASES)
-def test_attribution_ranks_like_activation_patching(toy_model, toy_saes, prompt, target_sae):
-    measured = agreement(toy_model, toy_saes, prompt, target_sae)
-    assert measured["spearman"] > 0.9, measured
-    assert measured["in_top100"] >= 0.9, measured
+@pytest.mark.parametrize("case", agreement.CASES[:3])
+def test_attribution_ranks_like_activation_patching(toy_model, toy_saes, case):
+    """Exhaustive activation patching upstream of the strongest feature at the second-to-last token, against
+    attribution patching over every source node of every earlier SAE (docs/methods.md has the full table)."""
+    table = agreement.measure(toy_model, toy_saes, [case]).set_index("method")
+    assert table.loc["attribution", "nodes"] > 1000  # every node of every earlier SAE, paired
+    assert table.loc["attribution", "spearman"] > 0.9, table
+    assert table.loc["attribution", "recall_at_3k"] >= 0.8, table
