@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 import json
 import logging
+import re
 import traceback
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
@@ -25,6 +26,24 @@ from feature_lens_core.errors import FeatureLensError
 log = logging.getLogger("feature_lens_app")
 T = TypeVar("T")
 BUG_PREFIX = "Something went wrong"
+# Markdown punctuation that turns user text into emphasis, code, links, HTML, math, strikethrough, tables, emoji
+# or headings. Underscores are left alone: SAE and hook names are full of them, and intraword ones format nothing.
+_MARKDOWN = re.compile(r"([\\`*\[\]<>$~|:#])")
+
+
+# ------------------------------------------------------------------ text in markdown
+
+
+def plain(text: str) -> str:
+    """`text` escaped for Streamlit's markdown, so a prompt, token, name or URL value is shown exactly as typed."""
+    return _MARKDOWN.sub(r"\\\1", text)
+
+
+def code(text: str) -> str:
+    """`text` as an inline code span that no backtick inside it can close early."""
+    fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 # ------------------------------------------------------------------ errors
@@ -39,9 +58,9 @@ def show_failure(exc: Exception, what: str) -> None:
     """One message for a failure: the core's own words for bad input, an apology (not a traceback) for a bug."""
     if isinstance(exc, FeatureLensError):
         if str(exc).startswith(NOT_ERRORS):
-            st.info(str(exc), icon=":material/info:")
+            st.info(plain(str(exc)), icon=":material/info:")
         else:
-            st.error(str(exc), icon=":material/error:")
+            st.error(plain(str(exc)), icon=":material/error:")
         return
     st.error(
         f"{BUG_PREFIX} while {what} ({type(exc).__name__}). The rest of the page still works; "
@@ -92,14 +111,31 @@ def prompt_tokens(view: state.ViewState) -> list[str] | None:
     On failure (hub offline, empty or too long prompt...) shows the one message, offers the built-in
     model when another one failed, and returns None: the page then draws nothing that needs them.
     """
-    with st.spinner("Loading the model…", show_time=True):
+    with st.spinner(loading_text(view.model), show_time=True):
         tokens, failure = attempt(lambda: resources.tokens(view.model, view.prompt), "reading the prompt")
-    if failure is None:
-        return tokens
-    show_failure(failure, "reading the prompt")
-    if view.model != catalog.BUILTIN_MODEL:
-        st.button("Use the built-in model instead", on_click=use_builtin_model, icon=":material/undo:")
-    return None
+    if failure is not None:
+        show_failure(failure, "reading the prompt")
+        if view.model != catalog.BUILTIN_MODEL:
+            st.button("Use the built-in model instead", on_click=use_builtin_model, icon=":material/undo:")
+        return None
+    hub = [name for name in view.saes if name in catalog.hub_saes()] if view.model != catalog.BUILTIN_MODEL else []
+    for name in hub:
+        # One named spinner per download; a failure is left for the computations that need the SAE to show.
+        with st.spinner(loading_text(view.model, name), show_time=True):
+            attempt(lambda name=name: resources.sae(view.model, name), f"loading SAE {name}")
+    return tokens
+
+
+def loading_text(model: str, sae: str | None = None) -> str:
+    """What the spinner says while a model or SAE loads (Streamlit shows it only if that takes over half a second).
+
+    A hub model or SAE is downloaded on its first use on this server, which can take minutes, so the text
+    says so and names it; Hugging Face's byte-level progress bars go to the server's terminal.
+    """
+    if sae is None and model == catalog.BUILTIN_MODEL:
+        return "Loading the built-in model…"
+    what = f"SAE {sae}" if sae is not None else f"model {model}"
+    return f"Loading {plain(what)}: the first use on this server downloads it from the Hugging Face hub…"
 
 
 # ------------------------------------------------------------------ token highlighting
@@ -192,7 +228,7 @@ def _prompt_changed() -> None:
     state.set_target(ss["sae"], int(best["feature"]), int(best["position"]))
     st.toast(
         f"Feature #{ss['feature']} is the new target: the strongest on the prompt's last token "
-        f"({charts.display_token(str(best['token']))}); the old one does not fire there.",
+        f"({plain(charts.display_token(str(best['token'])))}); the old one does not fire there.",
         icon=":material/my_location:",
     )
 
@@ -292,11 +328,11 @@ def share_link(view: state.ViewState) -> None:
 
 
 def target_text(view: state.ViewState, token: str | None = None) -> str:
-    """A one-line description of the target for headings (markdown; the token is code-quoted)."""
+    """A one-line description of the target for headings (markdown; user text is escaped)."""
     label = resources.label(view.model, view.sae, view.feature)
-    named = f" *{label}*" if label and not label.startswith("#") else ""
-    at = f" at {charts.display_token(token)}" if token is not None else ""
-    return f"`{view.sae}` feature **#{view.feature}**{named}{at} (position {view.pos})"
+    named = f" *{plain(label)}*" if label and not label.startswith("#") else ""
+    at = f" at {plain(charts.display_token(token))}" if token is not None else ""
+    return f"{code(view.sae)} feature **#{view.feature}**{named}{at} (position {view.pos})"
 
 
 def _label_of(model: str):  # noqa: ANN202
@@ -378,14 +414,19 @@ def token_panel(view: state.ViewState, tokens: list[str]) -> None:
     st.html(highlighted_tokens(tokens, strip["activation"].tolist(), view.pos))
     key = f"strip_{state.fingerprint(view)}"
     event = st.altair_chart(
-        charts.token_strip(strip, view.pos), key=key, on_select="rerun", selection_mode=charts.TOKEN, width="stretch"
+        charts.token_strip(strip, view.pos),
+        key=key,
+        on_select="rerun",
+        selection_mode=charts.TOKEN,
+        width="stretch",
+        height=64,
     )
     picked = charts.selected_rows(event, charts.TOKEN)
     where = int(picked[0]["position"]) if picked else min(view.pos, len(tokens) - 1)
     here = acts[acts["position"] == where].sort_values("activation", ascending=False).head(12)
     here = here.assign(label=[resources.label(view.model, view.sae, int(f)) for f in here["feature"]])
     st.markdown(
-        f"**Features of `{view.sae}` active at {charts.display_token(tokens[where])} (position {where})** "
+        f"**Features of {code(view.sae)} active at {plain(charts.display_token(tokens[where]))} (position {where})** "
         "· click a token above to look elsewhere, click a row to make it the target"
     )
     if here.empty:
@@ -412,7 +453,7 @@ def neighbour_buttons(rows: pd.DataFrame, key: str) -> None:
         return
     for index, row in enumerate(rows.to_dict("records")):
         st.button(
-            f"{row['label']}  ({row['score']:+.3f})",
+            f"{plain(row['label'])}  ({row['score']:+.3f})",
             key=f"{key}_{index}",
             on_click=state.set_target,
             args=(str(row["sae"]), int(row["feature"]), int(row["position"])),

@@ -108,25 +108,29 @@ def ranked_bars(df: pd.DataFrame, title: str, *, value: str = "score", param: st
 def token_strip(df: pd.DataFrame, target_position: int | None = None, *, param: str = TOKEN) -> alt.Chart:
     """One cell per prompt token, shaded by how strongly the chosen feature fires there; click a cell to select it.
 
-    Cells all have the same size, so a token where the feature is silent is as easy to click as any.
-    Expects columns `position`, `token`, `activation` (one row per position). The target is outlined in black.
+    Cells all have the same size, so a token where the feature is silent is as easy to click as any; the
+    axis names each cell's token (labels that would overlap are dropped; tooltips give all). Expects columns
+    `position`, `token`, `activation` (one row per position). The target is outlined in black.
     """
     data = df.sort_values("position").copy()
     data["tick"] = [f"{p} {display_token(t)}" for p, t in zip(data["position"], data["token"], strict=True)]
     data["is_target"] = data["position"] == target_position
-    data["row"] = "activation"  # one band: every cell spans the strip's full height
     peak = float(data["activation"].max()) if len(data) else 0.0
     pick = alt.selection_point(name=param, fields=["position"], on="click", toggle=False)
+    token_only = "slice(datum.value, indexof(datum.value, ' ') + 1)"
+    # No y encoding: every cell spans the strip's full height. No legend: it would not fit beside the strip.
     return (
         alt.Chart(data)
         .mark_rect(cursor="pointer", cornerRadius=2)
         .encode(
-            y=alt.Y("row:N", title=None, axis=None),
-            x=alt.X("tick:N", sort=None, title=None, axis=alt.Axis(labelAngle=-50, labelLimit=120, labelOverlap=False)),
+            x=alt.X(
+                "tick:N",
+                sort=None,
+                title=None,
+                axis=alt.Axis(labelExpr=token_only, labelAngle=0, labelLimit=90, labelOverlap="greedy", ticks=False),
+            ),
             color=alt.Color(
-                "activation:Q",
-                scale=alt.Scale(scheme="oranges", domain=[0, peak if peak > 0 else 1.0]),
-                legend=alt.Legend(title="activation", orient="right", gradientLength=50),
+                "activation:Q", scale=alt.Scale(scheme="oranges", domain=[0, peak if peak > 0 else 1.0]), legend=None
             ),
             stroke=alt.when(alt.datum.is_target).then(alt.value("black")).otherwise(alt.value("#d0d0d0")),
             strokeWidth=alt.when(alt.datum.is_target).then(alt.value(3)).otherwise(alt.value(1)),
@@ -138,7 +142,7 @@ def token_strip(df: pd.DataFrame, target_position: int | None = None, *, param: 
             ],
         )
         .add_params(pick)
-        .properties(height=44, description="Activation of the target feature at each token of the prompt")
+        .properties(height=30, description="Activation of the target feature at each token of the prompt")
     )
 
 

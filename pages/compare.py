@@ -53,16 +53,17 @@ for direction in view.directions:
     with numbers:
         st.markdown("**Agreement with activation patching**")
         st.dataframe(
-            agreement.agreement(pairs, k=TOP_K).drop(columns="top_k"),
+            agreement.agreement(pairs, k=TOP_K).drop(columns=["top_k", "nodes"]),
             hide_index=True,
             width="stretch",
             column_config={
                 "spearman": st.column_config.NumberColumn("Spearman", format="%.2f"),
                 "top_k_overlap": st.column_config.NumberColumn(f"top-{TOP_K} overlap", format="percent"),
                 "recall_at_3k": st.column_config.NumberColumn(
-                    f"exact top {TOP_K} in its top {3 * TOP_K}",
+                    f"found in top {3 * TOP_K}",
                     format="percent",
-                    help=f"What activation patching of only its {3 * TOP_K} best candidates would catch",
+                    help=f"Share of the exact top {TOP_K} that this method ranks in its top {3 * TOP_K}: what "
+                    f"activation patching of only its {3 * TOP_K} best candidates would find",
                 ),
             },
         )

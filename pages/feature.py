@@ -8,10 +8,10 @@ from feature_lens_core import catalog, charts
 
 UP_DOWN = ("upstream", "downstream")
 view = frame.view()
-st.title(f"Feature #{view.feature} of {view.sae}", anchor=False)
+st.title(f"Feature #{view.feature} of {widgets.plain(view.sae)}", anchor=False)
 label = resources.label(view.model, view.sae, view.feature)
 if label and not label.startswith("#"):
-    st.markdown(f"**Label:** {label}")
+    st.markdown(f"**Label:** {widgets.plain(label)}")
 
 neuronpedia = resources.neuronpedia_id(view.model, view.sae)
 if neuronpedia:
@@ -49,7 +49,7 @@ if card is not None:
 if on_prompt is not None:
     st.subheader("On your prompt")
     st.html(widgets.highlighted_tokens(on_prompt["token"].tolist(), on_prompt["activation"].tolist(), view.pos))
-    st.altair_chart(charts.token_strip(on_prompt, view.pos), width="stretch")
+    st.altair_chart(charts.token_strip(on_prompt, view.pos), width="stretch", height=64)
 
 if card is not None:
     left, right = st.columns([3, 2])
