@@ -48,15 +48,23 @@ def auto_label(tokens: list[str], previous: list[str], boosted: list[str]) -> st
     """A short label from what the top examples share: the tokens, what precedes them, what they predict."""
     if not tokens:
         return "never fires on held-out text"
+    tokens, previous = [_shown(t) for t in tokens], [_shown(t) for t in previous]
     counts = Counter(tokens).most_common(2)
     shared = [f'"{t}"' for t, c in counts if c >= 2] or [f'"{counts[0][0]}"']
     label = "/".join(shared)
     before, n_before = Counter(previous).most_common(1)[0] if previous else ("", 0)
     if n_before >= max(3, len(previous) // 2):
         label += f' after "{before}"'
-    if counts[0][1] < 3 and boosted:
-        label += f' → "{boosted[0]}"'
+    # A byte-level BPE token can be part of a multi-byte character, which decodes to "\ufffd" on its own.
+    readable = [t for t in boosted if t.strip() and t.isprintable() and "\ufffd" not in t]
+    if counts[0][1] < 3 and readable:
+        label += f' → "{_shown(readable[0])}"'
     return label
+
+
+def _shown(token: str) -> str:
+    """A token as a one-line label shows it: line breaks as ⏎."""
+    return token.replace("\r", "").replace("\n", "⏎")
 
 
 def build_feature_data(model: HookedTransformer, sae: SAE, held_out: Int[Tensor, " n"], folder: Path) -> None:
@@ -96,7 +104,7 @@ def build_feature_data(model: HookedTransformer, sae: SAE, held_out: Int[Tensor,
         idx = [i for i in top_index[f].tolist() if i >= 0]
         tokens = strings(held_out[idx].tolist())
         previous = strings(held_out[[i - 1 for i in idx if i > 0]].tolist())
-        labels.append(auto_label(tokens, previous, strings(effects.boosted[f, :1].tolist())))
+        labels.append(auto_label(tokens, previous, strings(effects.boosted[f].tolist())))
     (folder / "labels.json").write_text(json.dumps(labels, ensure_ascii=False))
 
 

@@ -82,3 +82,5 @@ def test_auto_label_shapes() -> None:
     assert auto_label([], [], []) == "never fires on held-out text"
     assert auto_label([" thou"] * 6 + [" thee"] * 4, [","] * 8 + ["."] * 2, []) == '" thou"/" thee" after ","'
     assert auto_label(["a", "b", "c"], ["x", "y", "z"], [" lord"]) == '"a" → " lord"'
+    assert auto_label(["a", "b", "c"], ["x", "y", "z"], ["\ufffd", " ", " lord"]) == '"a" → " lord"'
+    assert auto_label(["\n"] * 5, [","] * 5, []) == '"⏎" after ","'
