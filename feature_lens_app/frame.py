@@ -31,7 +31,7 @@ def _open() -> state.ViewState:
     if problems:
         st.error(
             "Parts of this link could not be used, so defaults stand in for them (the rest of the link is kept):\n\n"
-            + "\n".join(f"- {p}" for p in problems),
+            + "\n".join(f"- {widgets.plain(p)}" for p in problems),
             icon=":material/link_off:",
         )
     return view

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from feature_lens_core import catalog
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -25,7 +27,10 @@ class Limits:
     allow_local_paths: bool
     # Hub models a request may load; `None` allows all. Hosted: only models that fit in ~2.7 GB with SAEs.
     hub_models: tuple[str, ...] | None
-    cache_entries: int
+    cache_entries: int  # per cached result function (rankings, activations, tokens, dashboards)
+    # SAEs kept loaded: a hub SAE can take hundreds of MB (one of gpt2-small-res-jb's is about 150 MB).
+    sae_entries: int
+    max_batch_prompts: int  # prompts in one "across prompts" run: each is a full ranking
 
 
 LOCAL = Limits(
@@ -36,6 +41,8 @@ LOCAL = Limits(
     allow_local_paths=True,
     hub_models=None,
     cache_entries=256,
+    sae_entries=24,
+    max_batch_prompts=64,
 )
 HOSTED = Limits(
     hosted=True,
@@ -45,7 +52,10 @@ HOSTED = Limits(
     allow_local_paths=False,
     hub_models=("gpt2-small", "pythia-70m-deduped"),
     cache_entries=64,
+    sae_entries=8,
+    max_batch_prompts=12,
 )
+NO_LOCAL = "this hosted app only loads built-in SAEs and SAEs from SAE-Lens's directory (no local folders)"
 
 
 def is_hosted() -> bool:
@@ -56,3 +66,13 @@ def is_hosted() -> bool:
 def limits() -> Limits:
     """The limits in force for this process (read each call so tests can flip the env var)."""
     return HOSTED if is_hosted() else LOCAL
+
+
+def model_allowed(model: str, limits: Limits) -> bool:
+    """Whether a request may load this model: the built-in one, or a hub model the limits allow."""
+    return model == catalog.BUILTIN_MODEL or limits.hub_models is None or model in limits.hub_models
+
+
+def sae_allowed(name: str, limits: Limits) -> bool:
+    """Whether a request may name this SAE: anything locally; hosted, only catalog names, so never a path."""
+    return limits.allow_local_paths or name in catalog.builtin_sae_names() or name in catalog.hub_saes()

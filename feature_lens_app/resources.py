@@ -12,17 +12,20 @@ from __future__ import annotations
 import atexit
 import contextlib
 import functools
+import hashlib
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pandas as pd
 import streamlit as st
+import torch
 
 import feature_lens_core as flc
 from feature_lens_app import hosting, state
-from feature_lens_core import catalog, feature_data
+from feature_lens_core import catalog, directions, feature_data
 from feature_lens_core.errors import FeatureLensError
 from feature_lens_core.exclusive import exclusive
 from feature_lens_core.loading import hub_reachable
@@ -31,15 +34,67 @@ _ENTRIES = hosting.limits().cache_entries
 
 
 @st.cache_resource(max_entries=2, show_spinner=False)
-def model(name: str):  # noqa: ANN201 (a HookedTransformer; the app never touches its tensors)
-    """The model, loaded once per process (hub models fail fast, with a message, when offline)."""
+def _model(name: str):  # noqa: ANN202
     return flc.load_model(name)
 
 
-@st.cache_resource(max_entries=24, show_spinner=False)
-def sae(model_name: str, name: str):  # noqa: ANN201
-    """One SAE of `model_name`, loaded once per process."""
+def model(name: str):  # noqa: ANN201 (a HookedTransformer; the app never touches its tensors)
+    """The model, loaded once per process (hub models fail fast, with a message, when offline).
+
+    The hosted limits are checked here, where every load passes, as well as on the URL: no widget
+    or callback can then make a hosted server load a model it cannot hold.
+    """
+    limits = hosting.limits()
+    if not hosting.model_allowed(name, limits):
+        raise FeatureLensError(
+            f"Model '{name}' is not available on this hosted app; use the built-in model or one of: "
+            f"{', '.join(limits.hub_models or ())}."
+        )
+    return _model(name)
+
+
+@st.cache_resource(max_entries=hosting.limits().sae_entries, show_spinner=False)
+def _sae(model_name: str, name: str):  # noqa: ANN202
     return flc.load_sae(model_name, name)
+
+
+DIRECTION_PREFIX = "direction:"
+MAX_DIRECTIONS = 64  # oldest forgotten first: each is only d_model floats, but visitors can add many
+_directions: dict[tuple[str, str], object] = {}  # (model, name) -> one-feature SAE, for every session
+_directions_lock = threading.Lock()
+
+
+def add_direction(model_name: str, hook: str, vector: Sequence[float], title: str) -> str:
+    """Register a linear direction at `hook` as a one-feature SAE; returns the name to select it by.
+
+    The name carries a digest of the vector, so equal names always mean equal directions, and
+    cached rankings keyed by SAE names stay correct across sessions.
+    """
+    values = torch.as_tensor(list(vector), dtype=torch.float64)
+    digest = hashlib.sha256(f"{hook}|{values.numpy().tobytes().hex()}".encode()).hexdigest()[:8]
+    name = f"{DIRECTION_PREFIX}{title.strip() or 'direction'}#{digest}"
+    built = directions.direction_sae(model(model_name), hook, values, name)
+    with _directions_lock:
+        _directions[(model_name, name)] = built
+        while len(_directions) > MAX_DIRECTIONS:
+            del _directions[next(iter(_directions))]
+    return name
+
+
+def sae(model_name: str, name: str):  # noqa: ANN201
+    """One SAE of `model_name`, loaded once per process; in hosted mode never from a local path (see `model`)."""
+    if name.startswith(DIRECTION_PREFIX):
+        with _directions_lock:
+            found = _directions.get((model_name, name))
+        if found is None:
+            raise FeatureLensError(
+                f"Direction '{name}' is not on this server (it was made in another session, or before a restart). "
+                "Create it again on the Directions page."
+            )
+        return found
+    if not hosting.sae_allowed(name, hosting.limits()):
+        raise FeatureLensError(f"SAE '{name}' cannot be loaded: {hosting.NO_LOCAL}.")
+    return _sae(model_name, name)
 
 
 def saes(model_name: str, names: tuple[str, ...]) -> dict:

@@ -32,6 +32,7 @@ METHODS: dict[str, str] = {
     "activation": "Activation patching (exact)",
     "attribution": "Attribution patching (fast estimate)",
     "direct": "Direct attribution (direct paths only)",
+    "integrated": "Integrated gradients (10 steps)",
 }
 BASELINES: dict[str, str] = {
     "zero": "Zero (switch the feature off)",
@@ -132,7 +133,7 @@ def parse(
         model = model.strip()
         if not model or len(model) > MAX_NAME_CHARS:
             problems.append(f"model={_shown(model)} is not a model name, so the built-in model is shown.")
-        elif model != catalog.BUILTIN_MODEL and limits.hub_models is not None and model not in limits.hub_models:
+        elif not hosting.model_allowed(model, limits):
             problems.append(
                 f"model={_shown(model)} is not available on this hosted app (it would not fit in memory); "
                 f"use the built-in model or one of: {', '.join(limits.hub_models)}."
@@ -144,17 +145,12 @@ def parse(
     names = [n.strip() for raw in _all(params, "saes") for n in raw.split(",") if n.strip()]
     names = list(dict.fromkeys(n for n in names if len(n) <= MAX_NAME_CHARS))
     target = (_last(params, "sae") or "").strip()
-    if not limits.allow_local_paths:
-        # Hosted: a name must come from the catalog, so nothing can make the server read its own disk.
-        known = set(catalog.builtin_sae_names()) | set(catalog.hub_saes())
-        unknown = [n for n in dict.fromkeys([*names, target]) if n and n not in known]
-        if unknown:
-            problems.append(
-                f"SAE {', '.join(_shown(n) for n in unknown)} left out: this hosted app only loads built-in SAEs "
-                "and SAEs from SAE-Lens's directory (no local folders)."
-            )
-            names = [n for n in names if n in known]
-            target = target if target in known else ""
+    # Hosted: a name must come from the catalog, so nothing can make the server read its own disk.
+    unknown = [n for n in dict.fromkeys([*names, target]) if n and not hosting.sae_allowed(n, limits)]
+    if unknown:
+        problems.append(f"SAE {', '.join(_shown(n) for n in unknown)} left out: {hosting.NO_LOCAL}.")
+        names = [n for n in names if n not in unknown]
+        target = "" if target in unknown else target
     if "saes" in params:
         values["saes"] = tuple(names)
     elif model != DEFAULT.model:

@@ -356,6 +356,44 @@ def _pick_target(key: str, param: str) -> None:
     state.set_target(str(row["sae"]), int(row["feature"]), int(row["position"]))
 
 
+@contextmanager
+def progress_bar(what: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar for a long computation; yields the `progress(done, total)` callback the core takes."""
+    bar = st.progress(0.0, text=f"{what}…")
+
+    def report(done: int, total: int) -> None:
+        bar.progress(done / total, text=f"{what}: {done} of {total}")
+
+    try:
+        yield report
+    finally:
+        bar.empty()
+
+
+OPEN_FEATURE = "open_feature"
+
+
+def open_clicked_feature(key: str, position: int | None = None) -> Callable[[], None]:
+    """Chart-click callback for graphs and maps: the clicked feature becomes the target (at the node's
+    position, or `position`) and `follow_to_feature` opens its Feature page on the rerun."""
+
+    def callback() -> None:
+        rows = charts.selected_rows(st.session_state.get(key), charts.PICK)
+        if not rows or rows[0].get("kind") == "error":
+            return
+        row = rows[0]
+        state.set_target(str(row["sae"]), int(row["feature"]), int(row.get("position", position or 0)))
+        st.session_state[OPEN_FEATURE] = True
+
+    return callback
+
+
+def follow_to_feature() -> None:
+    """Open the Feature page if a click asked for it (switching pages is not allowed inside a callback)."""
+    if st.session_state.pop(OPEN_FEATURE, False):
+        st.switch_page("pages/feature.py")
+
+
 def ranking_chart(frame: pd.DataFrame, title: str, key: str) -> None:
     """A ranked bar chart; clicking a bar makes it the new target."""
     if frame.empty:
@@ -372,14 +410,26 @@ def ranking_chart(frame: pd.DataFrame, title: str, key: str) -> None:
 
 
 def downloads(frame: pd.DataFrame, stem: str, key: str) -> None:
-    """CSV and JSON downloads of exactly the rows shown."""
+    """CSV and JSON downloads of exactly the rows shown (a download does not rerun the page: nothing changed)."""
     left, right = st.columns(2)
     left.download_button(
-        "Download CSV", frame.to_csv(index=False), f"{stem}.csv", "text/csv", key=f"{key}_csv", width="stretch"
+        "Download CSV",
+        frame.to_csv(index=False),
+        f"{stem}.csv",
+        "text/csv",
+        key=f"{key}_csv",
+        width="stretch",
+        on_click="ignore",
     )
     records = json.dumps(json.loads(frame.to_json(orient="records")), indent=1)
     right.download_button(
-        "Download JSON", records, f"{stem}.json", "application/json", key=f"{key}_json", width="stretch"
+        "Download JSON",
+        records,
+        f"{stem}.json",
+        "application/json",
+        key=f"{key}_json",
+        width="stretch",
+        on_click="ignore",
     )
 
 

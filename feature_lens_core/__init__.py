@@ -6,8 +6,28 @@
 ['L0.resid_pre', 'L0.attn_z']
 """
 
+from feature_lens_core.batch import FeatureSpec, held_out_prompts, rank_many
+from feature_lens_core.connectome import build_graph, faithfulness
+from feature_lens_core.directions import direction_sae, load_direction, steering_vector
 from feature_lens_core.errors import FeatureLensError
 from feature_lens_core.loading import list_saes, load_model, load_sae
 from feature_lens_core.ranking import FeatureRef, activations, rank
 
-__all__ = ["FeatureLensError", "FeatureRef", "activations", "list_saes", "load_model", "load_sae", "rank"]
+# feature_lens_core.clustering is not imported here: it loads scikit-learn, which takes seconds.
+__all__ = [
+    "FeatureLensError",
+    "FeatureRef",
+    "FeatureSpec",
+    "activations",
+    "build_graph",
+    "direction_sae",
+    "faithfulness",
+    "held_out_prompts",
+    "list_saes",
+    "load_direction",
+    "load_model",
+    "load_sae",
+    "rank",
+    "rank_many",
+    "steering_vector",
+]

@@ -8,6 +8,7 @@ the table and the CLI agree.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -22,7 +23,7 @@ TOKEN = "token"
 DIVERGING_SCHEME = "blueorange"
 ERROR_FILL = "#d0d0d0"
 ERROR_STROKE = "#444444"
-METHOD_COLOURS = {"attribution": "#1f77b4", "direct": "#ff7f0e"}
+METHOD_COLOURS = {"attribution": "#1f77b4", "direct": "#ff7f0e", "integrated": "#2ca02c"}
 LABEL_CHARS = 28
 
 
@@ -194,3 +195,140 @@ def selected_rows(state: Any, param: str) -> list[dict[str, Any]]:
     selection = state.get("selection", {}) if isinstance(state, Mapping) else getattr(state, "selection", {})
     rows = (selection or {}).get(param) or []
     return [dict(row) for row in rows if isinstance(row, Mapping)]
+
+
+GRAPH_ROW = 70  # pixels per SAE row of a feature graph
+SIDE_COLOURS = {"target": "#222222", "upstream": "#6baed6", "downstream": "#fd8d3c"}
+
+
+def graph_layout(nodes: pd.DataFrame, sae_order: list[str]) -> tuple[pd.DataFrame, dict[float, int]]:
+    """Each node's place in a feature graph, and the centre of each token's column.
+
+    `y` is its SAE's row in forward order (`sae_order`, earliest first). Only positions that hold a node
+    get a column, as wide as its most crowded SAE row, so that nodes sharing an SAE and a position sit
+    side by side. Returns the nodes with `x` and `y`, and {column centre: position}.
+    """
+    out = nodes.copy()
+    out["y"] = [sae_order.index(s) for s in out["sae"]]
+    out["slot"] = out.groupby(["sae", "position"]).cumcount()
+    widths = out.groupby(["position", "sae"]).size().groupby(level="position").max().sort_index()
+    starts = widths.cumsum() - widths
+    out["x"] = out["position"].map(starts) + out["slot"] + 0.5
+    centres = {float(starts[p] + widths[p] / 2): int(p) for p in widths.index}
+    return out.drop(columns="slot"), centres
+
+
+def graph_chart(
+    nodes: pd.DataFrame, edges: pd.DataFrame, sae_order: list[str], tokens: list[str], *, param: str = PICK
+) -> alt.LayerChart:
+    """A feature graph laid out by token position (x) and SAE in forward order (y, earliest at the bottom).
+
+    `nodes` has the connectome's node columns (id, sae, kind, feature, position, token, activation,
+    label, side); `edges` has source, target, score. Edge colour and width show the score (orange
+    supports the target, blue suppresses it); error nodes are grey squares. Clicking a node selects
+    it through the point selection `param`, with the fields that identify a target.
+    """
+    placed, centres = graph_layout(nodes, sae_order)
+    where = placed.set_index("id")[["x", "y"]]
+    lines = edges.join(where, on="source").join(where.rename(columns={"x": "x2", "y": "y2"}), on="target")
+    lines["strength"] = lines["score"].abs()
+    extent = _symmetric_extent(lines["score"])
+    rows = list(range(len(sae_order)))
+    names = {format(c, "g"): f"{display_token(tokens[p])} @{p}" for c, p in centres.items()}
+    x_axis = alt.Axis(
+        values=list(centres),
+        labelExpr=f"{json.dumps(names)}[toString(datum.value)]",
+        labelAngle=-30,
+        grid=False,
+        title="token",
+    )
+    y_axis = alt.Axis(values=rows, labelExpr=f"{json.dumps(sae_order)}[datum.value]", title=None, grid=True)
+    x = alt.X("x:Q", axis=x_axis, scale=alt.Scale(domain=[0, float(placed["x"].max()) + 0.5]))
+    y = alt.Y("y:Q", axis=y_axis, scale=alt.Scale(domain=[-0.5, len(rows) - 0.5]))
+    edge_layer = (
+        alt.Chart(lines)
+        .mark_rule(opacity=0.75)
+        .encode(
+            x=x,
+            y=y,
+            x2="x2:Q",
+            y2="y2:Q",
+            color=alt.Color(
+                "score:Q",
+                scale=alt.Scale(scheme=DIVERGING_SCHEME, domain=[-extent, extent], domainMid=0),
+                legend=alt.Legend(title="edge score", orient="bottom", gradientLength=160),
+            ),
+            strokeWidth=alt.StrokeWidth("strength:Q", scale=alt.Scale(range=[0.5, 7]), legend=None),
+            tooltip=[
+                alt.Tooltip("source:N"),
+                alt.Tooltip("target:N"),
+                alt.Tooltip("score:Q", format="+.4f"),
+            ],
+        )
+    )
+    pick = alt.selection_point(name=param, fields=["sae", "feature", "position", "kind"], on="click", toggle=False)
+    is_error = alt.datum.kind == "error"
+    node_layer = (
+        alt.Chart(placed)
+        .mark_point(filled=True, size=220, cursor="pointer", stroke="#333333", strokeWidth=1)
+        .encode(
+            x=x,
+            y=y,
+            shape=alt.when(is_error).then(alt.value("square")).otherwise(alt.value("circle")),
+            color=alt.when(is_error)
+            .then(alt.value(ERROR_FILL))
+            .otherwise(
+                alt.Color(
+                    "side:N",
+                    scale=alt.Scale(domain=list(SIDE_COLOURS), range=list(SIDE_COLOURS.values())),
+                    legend=alt.Legend(title="node", orient="bottom"),
+                )
+            ),
+            opacity=alt.when(pick).then(alt.value(1.0)).otherwise(alt.value(0.6)),
+            tooltip=[
+                alt.Tooltip("id:N", title="node"),
+                alt.Tooltip("label:N"),
+                alt.Tooltip("token:N"),
+                alt.Tooltip("activation:Q", format=".3f"),
+                alt.Tooltip("hop:Q"),
+            ],
+        )
+        .add_params(pick)
+    )
+    caption = ["err" if k == "error" else f"#{f}" for k, f in zip(placed["kind"], placed["feature"], strict=True)]
+    captions = (
+        alt.Chart(placed.assign(caption=caption))
+        .mark_text(dy=-14, fontSize=10, color="#333333")
+        .encode(x=x, y=y, text="caption:N")
+    )
+    return (edge_layer + node_layer + captions).properties(
+        height=GRAPH_ROW * max(2, len(rows)),
+        description="Feature graph: nodes by token and SAE, edges coloured and sized by their score",
+    )
+
+
+def cluster_map(df: pd.DataFrame, *, param: str = PICK) -> alt.Chart:
+    """Features on a 2-D map of their connection profiles, coloured by cluster; click one to select it.
+
+    Expects columns sae, feature, label, cluster, x, y, occurrences (the clustering's map frame).
+    """
+    pick = alt.selection_point(name=param, fields=["sae", "feature"], on="click", toggle=False)
+    return (
+        alt.Chart(df.assign(cluster=df["cluster"].astype(str)))
+        .mark_point(filled=True, size=80, cursor="pointer")
+        .encode(
+            x=alt.X("x:Q", title="profile component 1"),
+            y=alt.Y("y:Q", title="profile component 2"),
+            color=alt.Color("cluster:N", scale=alt.Scale(scheme="tableau10"), legend=alt.Legend(orient="right")),
+            opacity=alt.when(pick).then(alt.value(1.0)).otherwise(alt.value(0.55)),
+            tooltip=[
+                alt.Tooltip("sae:N", title="SAE"),
+                alt.Tooltip("feature:Q"),
+                alt.Tooltip("label:N"),
+                alt.Tooltip("cluster:N"),
+                alt.Tooltip("occurrences:Q"),
+            ],
+        )
+        .add_params(pick)
+        .properties(height=420, description="Features placed by their upstream and downstream partners")
+    )

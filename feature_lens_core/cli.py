@@ -1,4 +1,4 @@
-"""The command line: `python -m feature_lens_core saes|activations|rank ...`.
+"""The command line: `python -m feature_lens_core saes|activations|rank|graph|batch ...`.
 
 Results go to stdout as JSON (a list of row objects), CSV or a plain table. Any bad input exits
 with status 2 and one line on stderr saying what to change; never a traceback.
@@ -7,20 +7,27 @@ with status 2 and one line on stderr saying what to change; never a traceback.
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
 import re
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import pandas as pd
+from sae_lens import SAE
+from tqdm import tqdm
+from transformer_lens import HookedTransformer
 
-from feature_lens_core import hooks, loading
+from feature_lens_core import batch, connectome, hooks, loading
 from feature_lens_core.errors import FeatureLensError
 from feature_lens_core.methods import BASELINES
 from feature_lens_core.ranking import DIRECTIONS, METHODS, FeatureRef, activations, rank
 
 FORMATS = ("json", "csv", "table")
-FEATURE = re.compile(r"^(?P<sae>.+):(?P<feature>\d+)@(?P<position>\d+)$")
+# Signed numbers parse here so that the core's range check, which names the valid range, reports them.
+FEATURE = re.compile(r"^(?P<sae>.+):(?P<feature>-?\d+)@(?P<position>-?\d+)$")
 SAE_COLUMNS = ["name", "hook", "hook_out", "layer", "kind", "d_sae"]
 
 
@@ -47,7 +54,7 @@ def _feature(text: str) -> FeatureRef:
 def parser() -> argparse.ArgumentParser:
     """The `feature_lens_core` argument parser with its three commands."""
     main = _Parser(prog="python -m feature_lens_core", description="Rank SAE features that cause each other.")
-    commands = main.add_subparsers(dest="command", required=True, metavar="{saes,activations,rank}")
+    commands = main.add_subparsers(dest="command", required=True, metavar="{saes,activations,rank,graph,batch}")
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help, description=help)
@@ -73,7 +80,63 @@ def parser() -> argparse.ArgumentParser:
         "--candidates", type=_positive, help="activation patching: patch only the K best by attribution"
     )
     ranked.add_argument("--top-k", type=_positive, help="keep the N highest-ranked rows")
+
+    graph = command("graph", "Build the graph of features around one feature, hop by hop, with its faithfulness.")
+    graph.add_argument("--prompt", required=True)
+    graph.add_argument("--feature", required=True, type=_feature, help="NAME:FEATURE@POSITION (position 0 is BOS)")
+    graph.add_argument("--saes", required=True, help="comma-separated SAE names to expand through (NAME[,NAME...])")
+    graph.add_argument("--direction", choices=connectome.GRAPH_DIRECTIONS, default="upstream")
+    graph.add_argument("--method", choices=list(METHODS), default="attribution")
+    graph.add_argument("--hops", type=_positive, default=2, help="expansion steps (default 2)")
+    graph.add_argument("--node-budget", type=_positive, default=30, help="most nodes besides the target (default 30)")
+    graph.add_argument("--threshold", type=_non_negative, help="keep only edges with |score| at least this")
+    graph.add_argument("--baseline", choices=BASELINES, default="zero")
+    graph.add_argument("--corrupt-prompt", help="same token length as --prompt (for --baseline corrupt)")
+
+    many = command("batch", "Rank one feature's connections on many prompts, aggregated per edge, into Parquet.")
+    prompts = many.add_mutually_exclusive_group(required=True)
+    prompts.add_argument("--prompts", help="UTF-8 text file, one prompt per line")
+    prompts.add_argument("--held-out", type=_positive, metavar="N", help="N prompts from the built-in held-out plays")
+    many.add_argument("--length", type=_positive, default=32, help="tokens per --held-out prompt (default 32)")
+    many.add_argument("--feature", required=True, type=_sae_feature, help="NAME:FEATURE, or NAME for all its features")
+    many.add_argument("--at", choices=batch.AT, default="last", help="the last token, or wherever it is active")
+    many.add_argument("--max-per-prompt", type=_positive, help="rank at most the N strongest occurrences per prompt")
+    many.add_argument("--saes", required=True, help="comma-separated SAE names to rank (NAME[,NAME...])")
+    many.add_argument("--direction", required=True, choices=DIRECTIONS)
+    many.add_argument("--method", required=True, choices=list(METHODS))
+    many.add_argument("--baseline", choices=[b for b in BASELINES if b != "corrupt"], default="zero")
+    many.add_argument("--top-k", type=_positive, help="an edge is present where it is among the top K nodes")
+    many.add_argument("--out", required=True, help="Parquet file for the aggregated edges")
+    many.add_argument("--per-prompt", help="Parquet file for the per-prompt edge rows too")
+    many.add_argument("--executor", choices=("serial", "ray"), default="serial", help="where the prompts run")
+    many.add_argument("--ray-address", help="ray.init address: 'auto' joins this machine's cluster (--executor ray)")
     return main
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 0, got {text!r}")
+    return value
+
+
+def _sae_feature(text: str) -> tuple[str, int | None]:
+    """NAME:FEATURE, or NAME alone (every feature of the SAE)."""
+    name, colon, feature = text.rpartition(":")
+    if colon and feature.lstrip("-").isdigit():
+        return name, int(feature)
+    return text, None
+
+
+def _printable(value: object) -> object:
+    """A table cell for the terminal: control and format characters of a prompt's tokens (escape sequences,
+    bidi overrides) are written as escapes, so the prompt cannot restyle or reorder what the terminal shows."""
+    if not isinstance(value, str):
+        return value
+    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in value)
 
 
 def _write(frame: pd.DataFrame, fmt: str) -> None:
@@ -82,7 +145,7 @@ def _write(frame: pd.DataFrame, fmt: str) -> None:
     elif fmt == "csv":
         sys.stdout.write(frame.to_csv(index=False))
     else:
-        sys.stdout.write(frame.to_string(index=False) + "\n")
+        sys.stdout.write(frame.map(_printable).to_string(index=False) + "\n")
 
 
 def _saes_table(model_name: str) -> pd.DataFrame:
@@ -111,9 +174,13 @@ def _run(args: argparse.Namespace) -> None:
             frame = frame.groupby("position", sort=False).head(args.top_k).reset_index(drop=True)
         _write(frame, args.format)
         return
-    names = [n.strip() for n in args.saes.split(",") if n.strip()]
-    names += [args.feature.sae] if args.feature.sae not in names else []
-    saes = {name: loading.load_sae(args.model, name) for name in names}
+    if args.command == "graph":
+        _graph(model, args)
+        return
+    if args.command == "batch":
+        _batch(model, args)
+        return
+    saes = _load_saes(args.model, args.saes, args.feature.sae)
     frame = rank(
         model,
         saes,
@@ -129,6 +196,91 @@ def _run(args: argparse.Namespace) -> None:
     _write(frame, args.format)
     if frame.attrs.get("note"):
         sys.stderr.write(f"note: {frame.attrs['note']}\n")
+
+
+def _load_saes(model_name: str, names_text: str, own: str) -> dict[str, SAE]:
+    """The SAEs named in a comma-separated list, plus the chosen feature's own."""
+    names = [n.strip() for n in names_text.split(",") if n.strip()]
+    names += [own] if own not in names else []
+    return {name: loading.load_sae(model_name, name) for name in names}
+
+
+def _graph(model: HookedTransformer, args: argparse.Namespace) -> None:
+    if args.format == "csv":
+        raise FeatureLensError("A graph is two tables: use --format json or table.")
+    found = connectome.build_graph(
+        model,
+        _load_saes(args.model, args.saes, args.feature.sae),
+        args.prompt,
+        args.feature,
+        method=args.method,
+        direction=args.direction,
+        hops=args.hops,
+        threshold=args.threshold,
+        node_budget=args.node_budget,
+        baseline=args.baseline,
+        corrupt_prompt=args.corrupt_prompt,
+    )
+    faith = found.faithfulness
+    if args.format == "json":
+        score = None if faith is None or math.isnan(faith.score) else faith.score
+        records = {
+            "target": found.target,
+            "faithfulness": None if faith is None else {**vars(faith), "score": score},
+            "nodes": json.loads(found.nodes.to_json(orient="records", force_ascii=False) or "[]"),
+            "edges": json.loads(found.edges.to_json(orient="records", force_ascii=False) or "[]"),
+        }
+        sys.stdout.write(json.dumps(records, ensure_ascii=False, allow_nan=False) + "\n")
+        return
+    _write(found.nodes, "table")
+    _write(found.edges, "table")
+    if faith is not None:
+        sys.stdout.write(
+            f"faithfulness {faith.score:.4g} (target {faith.full:.4g} clean, {faith.empty:.4g} with every node "
+            f"ablated, {faith.kept:.4g} with only the graph's nodes kept)\n"
+        )
+
+
+def _batch(model: HookedTransformer, args: argparse.Namespace) -> None:
+    outputs = [Path(p) for p in (args.out, args.per_prompt) if p]
+    for path in outputs:
+        if not path.parent.is_dir():
+            raise FeatureLensError(f"Cannot write '{path}': folder '{path.parent}' does not exist.")
+    if args.ray_address and args.executor != "ray":
+        raise FeatureLensError("--ray-address needs --executor ray.")
+    prompts = batch.read_prompts(args.prompts) if args.prompts else batch.held_out_prompts(args.held_out, args.length)
+    sae_name, feature = args.feature
+    executor = batch.RayExecutor(address=args.ray_address) if args.executor == "ray" else None
+    with tqdm(total=len(prompts), desc="prompts", unit="prompt", file=sys.stderr, disable=None) as bar:
+
+        def advance(done: int, _total: int) -> None:
+            bar.update(done - bar.n)
+
+        result = batch.rank_many(
+            model,
+            _load_saes(args.model, args.saes, sae_name),
+            prompts,
+            batch.FeatureSpec(sae_name, feature, args.at, args.max_per_prompt),
+            args.direction,
+            args.method,
+            baseline=args.baseline,
+            top_k=args.top_k,
+            executor=executor,
+            progress=advance,
+        )
+    settings = {k: v for k, v in vars(args).items() if k not in ("format", "command") and v is not None}
+    tables = [result.edges, result.per_prompt][: len(outputs)]
+    for table, path in zip(tables, outputs, strict=True):
+        table.attrs = {**settings, "feature": args.feature[0], "anchor_feature": feature, "prompt_count": len(prompts)}
+        try:
+            table.to_parquet(path, index=False)
+        except OSError as exc:
+            raise FeatureLensError(f"Cannot write '{path}': {exc.strerror or exc}.") from exc
+    _write(result.edges.head(20), args.format)
+    sys.stderr.write(
+        f"wrote {len(result.edges)} edges from {len(prompts)} prompts ({len(result.occurrences)} occurrences of the "
+        f"feature) to {args.out}\n"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -218,9 +218,14 @@ def encode(sae: SAE, read_act: Float[Tensor, "*shape"]) -> Float[Tensor, "... d_
     return sae.encode(read_act)
 
 
-def reconstruction(sae: SAE, read_act: Float[Tensor, "*shape"], write: str) -> Float[Tensor, "... d_write"]:
-    """What the SAE puts at its write hook in place of the model's activation, in write space."""
-    acts = encode(sae, read_act)
+def reconstruction(
+    sae: SAE, read_act: Float[Tensor, "*shape"], write: str, acts: Float[Tensor, "... d_sae"] | None = None
+) -> Float[Tensor, "... d_write"]:
+    """What the SAE puts at its write hook in place of the model's activation, in write space.
+
+    `acts`, if given, must be `encode(sae, read_act)` (as it returns it): passing it saves encoding twice.
+    """
+    acts = encode(sae, read_act) if acts is None else acts
     if sae.cfg.reshape_activations == "hook_z" and getattr(sae, "d_head", None) is None:
         # SAE-Lens records d_head on its first encode, through a closure bound to the original object, so
         # a deep copy never gets it and its decode fails; record it as SAE-Lens would.

@@ -11,9 +11,11 @@ import functools
 import json
 import os
 import socket
+import time
 from pathlib import Path
 
 from sae_lens import SAE
+from safetensors import SafetensorError, safe_open
 from transformer_lens import HookedTransformer
 
 from feature_lens_core import catalog
@@ -24,17 +26,26 @@ from feature_lens_core.zoo.tokenizer import load_tokenizer
 
 HUB_HOST = "huggingface.co"
 HUB_TIMEOUT_S = 3.0
+# After a failed check the hub counts as unreachable for this long, so a page naming several hub models or SAEs
+# waits out one timeout, not one per name.
+HUB_RETRY_S = 30.0
 SAE_FILES = ("cfg.json", "sae_weights.safetensors")
+OFFLINE_FLAGS = ("HF_HUB_OFFLINE", "FEATURE_LENS_OFFLINE")  # set to anything but 0/false/no: do not try the hub
+_hub_down_until = 0.0
 
 
 def hub_reachable(timeout: float = HUB_TIMEOUT_S) -> bool:
     """Whether the Hugging Face hub answers within `timeout` seconds (and offline mode is off)."""
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0") or os.environ.get("FEATURE_LENS_OFFLINE"):
+    global _hub_down_until
+    if any(os.environ.get(flag, "0").strip().lower() not in ("", "0", "false", "no") for flag in OFFLINE_FLAGS):
+        return False
+    if time.monotonic() < _hub_down_until:
         return False
     try:
         with socket.create_connection((HUB_HOST, 443), timeout=timeout):
             return True
     except OSError:
+        _hub_down_until = time.monotonic() + HUB_RETRY_S
         return False
 
 
@@ -118,8 +129,15 @@ def load_sae(model: str, name: str) -> SAE:
     return sae.eval()
 
 
+def _one_line(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+
+
 def _load_folder(folder: Path) -> SAE:
-    """Load an SAE-Lens folder, refusing anything but `cfg.json` + `sae_weights.safetensors`."""
+    """Load an SAE-Lens folder, refusing anything but `cfg.json` + `sae_weights.safetensors`.
+
+    Each file is checked on its own first, so a broken folder is reported by which file is wrong and how.
+    """
     if not folder.is_dir():
         raise FeatureLensError(f"SAE folder '{folder}' does not exist. Give a folder with {' and '.join(SAE_FILES)}.")
     missing = [f for f in SAE_FILES if not (folder / f).is_file()]
@@ -130,11 +148,26 @@ def _load_folder(folder: Path) -> SAE:
         )
     try:
         cfg = json.loads((folder / "cfg.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FeatureLensError(
+            f"SAE folder '{folder}': cfg.json could not be read as JSON ({_one_line(exc)}). Fix or regenerate it."
+        ) from exc
+    if not isinstance(cfg, dict):
+        raise FeatureLensError(f"SAE folder '{folder}': cfg.json must hold a JSON object of SAE-Lens settings.")
+    try:
+        with safe_open(str(folder / "sae_weights.safetensors"), framework="pt"):
+            pass
+    except (OSError, SafetensorError) as exc:
+        raise FeatureLensError(
+            f"SAE folder '{folder}': sae_weights.safetensors could not be read ({_one_line(exc)}). It is not a "
+            "complete safetensors file: it may be truncated or corrupt; copy it again."
+        ) from exc
+    try:
         sae = SAE.load_from_disk(folder, device="cpu")
     except Exception as exc:  # a user's folder can fail in any library layer; report, don't crash
         raise FeatureLensError(
-            f"SAE folder '{folder}' could not be read ({type(exc).__name__}: {exc}). "
-            "Check that cfg.json is valid JSON and the weights file is complete."
+            f"SAE folder '{folder}': its weights do not fit its cfg.json ({_one_line(exc)[:300]}). "
+            "Check d_in, d_sae, architecture and dtype in cfg.json against the weights."
         ) from exc
     if not sae.cfg.metadata.hook_name:
         hook = cfg.get("hook_name") or cfg.get("hook_point")

@@ -27,12 +27,14 @@ from feature_lens_core.methods import (
     Scored,
     activation,
     attribution,
+    check_finite,
     direct,
+    integrated,
     node_keys,
 )
 
 DIRECTIONS = ("upstream", "downstream")
-METHODS = {"activation": activation, "attribution": attribution, "direct": direct}
+METHODS = {"activation": activation, "attribution": attribution, "direct": direct, "integrated": integrated}
 COLUMNS = ["sae", "hook", "layer", "kind", "feature", "position", "token", "activation", "score"]
 ACTIVATION_COLUMNS = ["position", "token", "feature", "activation"]
 
@@ -89,10 +91,7 @@ def activations(model: HookedTransformer, sae: SAE, prompt: str) -> pd.DataFrame
     with exclusive(), torch.no_grad():
         _, cache = model.run_with_cache(tokens, names_filter=[where.read], stop_at_layer=where.layer + 1)
         acts = hooks.encode(sae, cache[where.read][0])
-    if not torch.isfinite(acts).all():
-        raise FeatureLensError(
-            "The SAE's activations on this prompt contain NaN or infinite values. Check its weights."
-        )
+    check_finite(acts, "The SAE's activations on this prompt")
     positions, features = acts.nonzero(as_tuple=True)
     str_tokens = model.to_str_tokens(tokens[0])
     frame = pd.DataFrame(
@@ -116,11 +115,14 @@ def _check_feature(saes: Mapping[str, SAE], feature: FeatureRef, n_pos: int) -> 
             f"({', '.join(saes) or 'none'}). Add it to the SAEs."
         )
     d_sae = saes[feature.sae].cfg.d_sae
-    if isinstance(feature.feature, bool) or not isinstance(feature.feature, int) or not 0 <= feature.feature < d_sae:
+    for what, value in (("Feature", feature.feature), ("Position", feature.position)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise FeatureLensError(f"{what} {value!r} is not a whole number. Give an index such as 0, 1, 2, ...")
+    if not 0 <= feature.feature < d_sae:
         raise FeatureLensError(
             f"Feature {feature.feature!r} is out of range: SAE '{feature.sae}' has features 0 to {d_sae - 1}."
         )
-    if isinstance(feature.position, bool) or not isinstance(feature.position, int) or not 0 <= feature.position < n_pos:
+    if not 0 <= feature.position < n_pos:
         raise FeatureLensError(
             f"Position {feature.position!r} is out of range: the prompt has {n_pos} tokens (positions 0 to "
             f"{n_pos - 1}, 0 is BOS)."
@@ -135,12 +137,14 @@ def _other_side(saes: Mapping[str, SAE], feature: FeatureRef, direction: str) ->
     else:
         side = {n: s for n, s in saes.items() if n != feature.sae and hooks.is_before(own.write, hooks.site(s).read)}
     if not side:
-        where = "before it reads" if direction == "upstream" else "after it writes"
+        if direction == "upstream":
+            rule = f"an upstream SAE must sit before it reads ('{own.read}')"
+        else:
+            rule = f"a downstream SAE must sit after it writes ('{own.write}')"
         others = [n for n in saes if n != feature.sae]
         given = f"The other SAEs given ({', '.join(others)}) are not." if others else "No other SAE was given."
         raise FeatureLensError(
-            f"Nothing to rank {direction} of '{feature.sae}': an {direction} SAE must sit {where} "
-            f"('{own.read if direction == 'upstream' else own.write}'). {given} Add SAEs on that side."
+            f"Nothing to rank {direction} of '{feature.sae}': {rule}. {given} Add SAEs on that side."
         )
     return side
 
@@ -153,7 +157,10 @@ def _frame(model: HookedTransformer, tokens: Tensor, scored: list[Scored]) -> pd
     counts = [len(part.score) for part in scored]
     features = torch.cat([part.features for part in scored]).numpy()
     positions = torch.cat([part.positions for part in scored]).numpy()
-    score = torch.cat([part.score.detach().double() for part in scored]).numpy()
+    score = torch.cat([part.score.detach().double() for part in scored])
+    # Activations were checked, but a pass in low precision can still overflow: never chart inf or NaN.
+    check_finite(score, "The ranking")
+    score = score.numpy()
     frame = pd.DataFrame(
         {
             "sae": np.repeat([part.name for part in scored], counts),
@@ -211,7 +218,8 @@ def rank(
 
     score = target(clean) - target(source ablated to the baseline): positive means the source
     supports the target. `method` picks how it is computed: "activation" (exact), "attribution"
-    (first order, all paths) or "direct" (direct path only); see docs/methods.md.
+    (first order, all paths), "direct" (direct path only) or "integrated" (integrated gradients, 10
+    steps); see docs/methods.md and docs/connectome.md.
 
     Every SAE in `saes` other than the feature's own that is on the asked side of it is ranked (the
     others are skipped); upstream sources are nodes at positions <= the target's, downstream targets

@@ -43,7 +43,9 @@ if tokens is not None:
 
 for direction in view.directions:
     exact = results.get((direction, "activation"))
-    estimates = {m: results[(direction, m)].frame for m in ("attribution", "direct") if (direction, m) in results}
+    estimates = {
+        m: results[(direction, m)].frame for m in state.METHODS if m != "activation" and (direction, m) in results
+    }
     if exact is None or not estimates:
         continue
     st.subheader(f"{direction.capitalize()} of the target")

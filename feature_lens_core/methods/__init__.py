@@ -20,13 +20,14 @@ Each module has `upstream(model, tokens, sources, target, baseline)` and
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 from jaxtyping import Bool, Float, Int
 from sae_lens import SAE
-from torch import Tensor
+from torch import Tensor, nn
 from transformer_lens import HookedTransformer
 
 from feature_lens_core import hooks
@@ -150,6 +151,21 @@ class Baseline:
         return out
 
 
+@contextmanager
+def weights_frozen(*modules: nn.Module) -> Iterator[None]:
+    """Inside the block the modules' parameters do not require grad (restored after): a pass with grad then
+    keeps only what gradients w.r.t. activations need, not the inputs weight gradients would. The caller
+    holds `exclusive()`, so that no other thread sees the parameters frozen."""
+    params = [p for module in modules for p in module.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
 class _Stop(Exception):
     """Raised by a hook to end a forward pass once everything wanted has been read."""
 
@@ -222,10 +238,19 @@ def check_finite(values: Tensor, what: str) -> None:
         )
 
 
-def anchor_activation(anchor: Anchor, read_act: Float[Tensor, "pos ..."], tokens: list[str]) -> Tensor:
-    """The anchor's activation at its position (keeping any autograd graph); refuses an inactive anchor."""
-    # Encoding every position (not just the anchor's) keeps the arithmetic identical to the baseline's.
-    acts = hooks.encode(anchor.sae, read_act)[anchor.position]
+def anchor_activation(
+    anchor: Anchor, read_act: Float[Tensor, "pos ..."], tokens: list[str], every_position: bool = True
+) -> Tensor:
+    """The anchor's activation at its position (keeping any autograd graph); refuses an inactive anchor.
+
+    By default every position is encoded, which keeps the arithmetic identical to the baseline's (so a
+    baseline equal to the clean value cancels exactly); `every_position=False` encodes the anchor's alone,
+    for a target whose value is compared with nothing (upstream).
+    """
+    if every_position:
+        acts = hooks.encode(anchor.sae, read_act)[anchor.position]
+    else:
+        acts = hooks.encode(anchor.sae, read_act[anchor.position : anchor.position + 1])[0]
     check_finite(acts, f"SAE '{anchor.name}' at position {anchor.position}")
     value = acts[anchor.feature]
     if value == 0:
@@ -255,25 +280,30 @@ def source_nodes(
     """
     where = hooks.site(sae)
     dtype = write_act.dtype
-    acts = hooks.encode(sae, read_act).to(dtype)
+    codes = hooks.encode(sae, read_act)
+    acts = codes.to(dtype)
     check_finite(acts, f"SAE '{name}'")
     active = acts != 0
     if base.widens:
         active = active | (base.features != 0)
     positions, features = (active & allowed[:, None]).nonzero(as_tuple=True)
     a = acts[positions, features]
-    feature_delta = (base.features[positions, features] - a)[:, None] * hooks.decoder(sae, dtype)[features]
-
-    error = hooks.flat(write_act, where.write) - hooks.reconstruction(sae, read_act, where.write).to(dtype)
+    recon = hooks.reconstruction(sae, read_act, where.write, acts=codes).to(dtype)
+    error = hooks.flat(write_act, where.write) - recon
     error_positions = allowed.nonzero().flatten()
-    error_delta = base.error[error_positions] - error[error_positions]
+    # Filled in place: at scale (thousands of nodes, d_model wide) every temporary of this size counts.
+    n = len(positions)
+    delta = torch.empty(n + len(error_positions), error.shape[-1], dtype=dtype)
+    torch.index_select(hooks.decoder(sae, dtype), 0, features, out=delta[:n])
+    delta[:n] *= (base.features[positions, features] - a)[:, None]
+    torch.sub(base.error[error_positions], error[error_positions], out=delta[n:])
     return Nodes(
         name,
         sae,
         torch.cat([positions, error_positions]),
         torch.cat([features, torch.full_like(error_positions, -1)]),
         torch.cat([a, error[error_positions].norm(dim=-1)]),
-        torch.cat([feature_delta, error_delta]),
+        delta,
     )
 
 
@@ -299,7 +329,7 @@ def target_nodes(
     return Scored(name, sae, positions, features, acts[positions, features], score[positions, features])
 
 
-def batch_size(model: HookedTransformer, n_pos: int, budget: int = 2**25) -> int:
+def batch_size(model: HookedTransformer, n_pos: int, budget: int = 2**24) -> int:
     """How many patched copies of an n_pos-token run fit in about `budget` floats of activations."""
     cfg = model.cfg
     per_copy = n_pos * (2 * (cfg.d_mlp or 4 * cfg.d_model) + 6 * cfg.d_model + 2 * cfg.n_heads * n_pos)

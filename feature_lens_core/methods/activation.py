@@ -158,7 +158,7 @@ def upstream(
     wanted = {h for s in sites.values() for h in (s.read, s.write, hooks.block_input(hooks.start_layer(s.write)))}
     with torch.no_grad():
         clean, past = _clean_run(model, tokens, wanted | {read}, stop_at=read)
-        anchor_activation(target, clean[read][0], str_tokens)  # type: ignore[arg-type]
+        anchor_activation(target, clean[read][0], str_tokens, every_position=False)  # type: ignore[arg-type]
         base = baseline.values(model, sources, q + 1)
         out = []
         for name, sae in sources.items():

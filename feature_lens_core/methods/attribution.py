@@ -1,7 +1,8 @@
 """Attribution patching: the first-order estimate -<delta, dg/dx_U[p]>, gradients through every path.
 
 Upstream: one forward pass (truncated to the target's position, stopped at its read hook) with a
-zero leaf added at every source write hook, and one backward pass from the target to all leaves.
+zero leaf added at every source write hook, and one backward pass from the target to all leaves. The
+model's and SAE's weights are frozen for that pass, so it records only what activation gradients need.
 Downstream: one forward pass in forward-mode AD, the source's `delta` as the tangent at its write
 hook; every downstream feature's directional derivative comes out of that one pass.
 """
@@ -17,6 +18,7 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from feature_lens_core import hooks
+from feature_lens_core.exclusive import exclusive
 from feature_lens_core.methods import (
     Anchor,
     Baseline,
@@ -28,6 +30,7 @@ from feature_lens_core.methods import (
     run,
     source_nodes,
     target_nodes,
+    weights_frozen,
 )
 
 
@@ -51,9 +54,9 @@ def upstream(
         return edit
 
     wanted = {h for s in sites.values() for h in (s.read, s.write)} | {read}
-    with torch.enable_grad():
+    with exclusive(), weights_frozen(model, target.sae), torch.enable_grad():
         acts = run(model, tokens, capture=wanted, stop_at=read, edits={w: leaf_at(w) for w in writes})
-        g = anchor_activation(target, acts[read][0], str_tokens)  # type: ignore[arg-type]
+        g = anchor_activation(target, acts[read][0], str_tokens, every_position=False)  # type: ignore[arg-type]
         grads = torch.autograd.grad(g, [leaves[w] for w in writes], allow_unused=True)
     gradient = {w: torch.zeros_like(leaves[w]) if d is None else d for w, d in zip(writes, grads, strict=True)}
 

@@ -156,7 +156,7 @@ def upstream(
     wanted = {h for s in sites.values() for h in (s.read, s.write)} | {read} | _frozen_inputs(model, read)
     with torch.no_grad():
         acts = run(model, tokens, capture=wanted, stop_at=read)
-        anchor_activation(target, acts[read][0], model.to_str_tokens(tokens[0]))  # type: ignore[arg-type]
+        anchor_activation(target, acts[read][0], model.to_str_tokens(tokens[0]), every_position=False)  # type: ignore[arg-type]
     with torch.enable_grad():
         x = acts[read][0, q].detach().requires_grad_(True)
         (gate,) = torch.autograd.grad(hooks.encode(target.sae, x)[target.feature], x)
@@ -195,8 +195,14 @@ def downstream(
         for name, sae in targets.items():
             read = hooks.site(sae).read
             change = _push_forward(model, read, acts, direction, source.position)
-            with fwad.dual_level():
-                primal, tangent = fwad.unpack_dual(hooks.encode(sae, fwad.make_dual(acts[read][0], change)))
+            primal = hooks.encode(sae, acts[read][0])
+            tangent = torch.zeros_like(primal)
+            # Only positions the direct path reaches (the source's own, or later ones through attention) move.
+            reached = hooks.flat(change, read).ne(0).any(-1).nonzero().flatten()
+            if len(reached):
+                with fwad.dual_level():
+                    moved = hooks.encode(sae, fwad.make_dual(acts[read][0][reached], change[reached]))
+                    tangent[reached] = fwad.unpack_dual(moved).tangent
             allowed = reachable(where.write, read, tokens.shape[1], source.position, upstream=False)
             out.append(target_nodes(name, sae, primal, allowed, -tangent))
     return out

@@ -90,3 +90,47 @@ def test_highlighting_escapes_everything() -> None:
     assert "\x07" not in out and "\\u0007" in out
     assert "⏎" in out
     assert out.count("outline:2px") == 1
+
+
+def test_graph_layout_gives_each_used_position_a_column_as_wide_as_its_most_crowded_row() -> None:
+    nodes = pd.DataFrame(
+        {
+            "id": ["A:1@5", "B:2@5", "B:3@5", "B:error@2", "C:4@9"],
+            "sae": ["A", "B", "B", "B", "C"],
+            "kind": ["feature", "feature", "feature", "error", "feature"],
+            "feature": [1, 2, 3, -1, 4],
+            "position": [5, 5, 5, 2, 9],
+            "token": [" a", " a", " a", " b", " c"],
+            "activation": [1.0, 2.0, 0.5, 0.3, 1.2],
+            "label": ["", "", "", "", ""],
+            "side": ["target", "upstream", "upstream", "upstream", "downstream"],
+            "hop": [0, 1, 1, 1, 1],
+        }
+    )
+    placed, centres = charts.graph_layout(nodes, ["B", "A", "C"])
+    assert list(placed["y"]) == [1, 0, 0, 0, 2]
+    # Columns in position order: 2 (width 1), 5 (width 2: two B nodes), 9 (width 1).
+    assert centres == {0.5: 2, 2.0: 5, 3.5: 9}
+    assert list(placed["x"]) == [1.5, 1.5, 2.5, 0.5, 3.5]
+    edges = pd.DataFrame({"source": ["B:2@5", "B:error@2"], "target": ["A:1@5", "A:1@5"], "score": [0.8, -0.3]})
+    spec = charts.graph_chart(nodes, edges, ["B", "A", "C"], [f"t{i}" for i in range(10)]).to_dict()
+    pick = next(p for p in spec["params"] if p["name"] == charts.PICK)
+    assert pick["select"]["fields"] == ["sae", "feature", "position", "kind"]
+    rules = next(layer for layer in spec["layer"] if layer["mark"]["type"] == "rule")
+    assert {"x2", "y2", "strokeWidth", "color"} <= set(rules["encoding"])
+
+
+def test_cluster_map_selects_features() -> None:
+    frame = pd.DataFrame(
+        {
+            "sae": ["A", "A"],
+            "feature": [3, 7],
+            "label": ["x", "y"],
+            "cluster": [0, 1],
+            "x": [0.1, -0.2],
+            "y": [0.0, 1.0],
+        }
+    ).assign(occurrences=[4, 5])
+    spec = charts.cluster_map(frame).to_dict()
+    assert spec["params"][0]["name"] == charts.PICK and spec["params"][0]["select"]["fields"] == ["sae", "feature"]
+    assert spec["encoding"]["color"]["field"] == "cluster"

@@ -37,6 +37,8 @@ def test_landing_page_shows_the_worked_example(open_app) -> None:
         ("feature", f"Feature #{EXAMPLES[0].feature} of {EXAMPLES[0].sae}"),
         ("compare", "When can the cheap estimate be trusted?"),
         ("how_it_works", "How it works"),
+        ("graph", "The circuit around a feature"),
+        ("prompts", "Across many prompts"),
     ],
 )
 def test_every_page_renders(open_app, page: str, title: str) -> None:
@@ -53,9 +55,9 @@ def test_compare_page_plots_both_estimates_and_their_agreement(open_app) -> None
     (scatter,) = charts(at).values()
     assert len(scatter["layer"]) == 2  # the points and the y = x diagonal
     agreement = at.dataframe[0].value
-    assert set(agreement["method"]) == {"attribution", "direct"}
+    assert set(agreement["method"]) == {"attribution", "direct", "integrated"}
     cost = at.dataframe[1].value
-    assert len(cost) == 3 and (cost["seconds"] >= 0).all()
+    assert len(cost) == 4 and (cost["seconds"] >= 0).all()
 
 
 def test_feature_page_neighbour_click_moves_the_target(open_app) -> None:

@@ -10,31 +10,15 @@ from __future__ import annotations
 import os
 import re
 import time
-from urllib.parse import parse_qs, urlparse
 
 import pytest
 
+from . import helpers
+from .helpers import WAIT_MS
+
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-WAIT_MS = 120_000
 FIRST_CHART_BUDGET_S = 60  # generous for 2 shared CPU cores; the measured figure is printed
-
-
-def _wait_idle(page) -> None:  # noqa: ANN001
-    """Wait until Streamlit has finished the current script run."""
-    page.wait_for_selector("[data-testid='stApp']", timeout=WAIT_MS)
-    page.wait_for_timeout(300)  # let a rerun triggered by the last action start
-    page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=WAIT_MS)
-
-
-def _bars(page, chart: int):  # noqa: ANN001, ANN202
-    """The bars of a chart (for the token strip, its cells)."""
-    marks = "path[aria-roledescription='bar'], path[aria-roledescription='rect mark']"
-    return page.get_by_test_id("stVegaLiteChart").nth(chart).locator(marks)
-
-
-def _params(page) -> dict[str, str]:  # noqa: ANN001
-    return {k: v[-1] for k, v in parse_qs(urlparse(page.url).query, keep_blank_values=True).items()}
 
 
 def _datum(label: str) -> dict[str, str]:
@@ -44,10 +28,10 @@ def _datum(label: str) -> dict[str, str]:
 
 def _open_landing(page, server: str) -> None:  # noqa: ANN001
     page.goto(server + "/")
-    _wait_idle(page)
+    helpers.wait_idle(page)
     # The token strip, then the upstream and downstream rankings.
     for chart in (1, 2):
-        _bars(page, chart).first.wait_for(timeout=WAIT_MS)
+        helpers.bars(page, chart).first.wait_for(timeout=WAIT_MS)
 
 
 def test_landing_page_renders_its_charts(page, server: str) -> None:  # noqa: ANN001
@@ -55,17 +39,17 @@ def test_landing_page_renders_its_charts(page, server: str) -> None:  # noqa: AN
     since_launch = time.perf_counter() - float(os.environ["FEATURE_LENS_TEST_SERVER_STARTED"])
     print(f"\nfrom `streamlit run` to the landing page's charts: {since_launch:.1f} s")
     assert page.get_by_test_id("stVegaLiteChart").count() >= 3
-    assert _bars(page, 1).count() > 0 and _bars(page, 2).count() > 0
+    assert helpers.bars(page, 1).count() > 0 and helpers.bars(page, 2).count() > 0
     assert page.get_by_test_id("stException").count() == 0
     assert page.get_by_test_id("stAlertContentError").count() == 0
-    assert {"model", "saes", "prompt", "sae", "feature", "pos", "method"} <= set(_params(page))
+    assert {"model", "saes", "prompt", "sae", "feature", "pos", "method"} <= set(helpers.params(page))
     assert since_launch < FIRST_CHART_BUDGET_S
 
 
 def test_clicking_a_bar_moves_the_target(page, server: str) -> None:  # noqa: ANN001
     _open_landing(page, server)
-    before = _params(page)
-    bars = _bars(page, 1)
+    before = helpers.params(page)
+    bars = helpers.bars(page, 1)
     labels = [bars.nth(i).get_attribute("aria-label") or "" for i in range(bars.count())]
     index, datum = next((i, _datum(lab)) for i, lab in enumerate(labels) if _datum(lab).get("kind") == "feature")
     bars.nth(index).click()
@@ -75,11 +59,11 @@ def test_clicking_a_bar_moves_the_target(page, server: str) -> None:  # noqa: AN
         arg=[datum["feature"], datum["position"]],
         timeout=WAIT_MS,
     )
-    after = _params(page)
+    after = helpers.params(page)
     assert (after["sae"], after["feature"], after["pos"]) == (datum["SAE"], datum["feature"], datum["position"])
     assert (after["feature"], after["pos"]) != (before["feature"], before["pos"])
     assert after["prompt"] == before["prompt"]  # walking the circuit keeps the prompt
-    _wait_idle(page)
+    helpers.wait_idle(page)
     number = page.get_by_test_id("stSidebar").get_by_label("Feature", exact=True)
     assert number.input_value() == datum["feature"]
 
@@ -88,30 +72,30 @@ def test_a_copied_url_restores_the_view(page, browser, server: str) -> None:  # 
     _open_landing(page, server)
     page.get_by_test_id("stSidebar").get_by_text("Direct attribution", exact=False).click()
     page.wait_for_function("() => new URL(location.href).searchParams.get('method') === 'direct'", timeout=WAIT_MS)
-    _wait_idle(page)
-    _bars(page, 1).first.wait_for(timeout=WAIT_MS)
+    helpers.wait_idle(page)
+    helpers.bars(page, 1).first.wait_for(timeout=WAIT_MS)
     link = page.url
-    first_bar = _bars(page, 1).first.get_attribute("aria-label")
+    first_bar = helpers.bars(page, 1).first.get_attribute("aria-label")
 
     other = browser.new_context(viewport={"width": 1400, "height": 1400})  # a new visitor, a new session
     try:
         fresh = other.new_page()
         fresh.goto(link)
-        _wait_idle(fresh)
-        _bars(fresh, 1).first.wait_for(timeout=WAIT_MS)
-        assert _params(fresh) == _params(page)
+        helpers.wait_idle(fresh)
+        helpers.bars(fresh, 1).first.wait_for(timeout=WAIT_MS)
+        assert helpers.params(fresh) == helpers.params(page)
         radio = fresh.get_by_test_id("stSidebar").get_by_role("radio", name=re.compile("Direct attribution"))
         assert radio.is_checked()
-        assert _bars(fresh, 1).first.get_attribute("aria-label") == first_bar
+        assert helpers.bars(fresh, 1).first.get_attribute("aria-label") == first_bar
     finally:
         other.close()
 
 
 def test_clicking_a_token_lists_the_features_active_there(page, server: str) -> None:  # noqa: ANN001
     _open_landing(page, server)
-    tokens = _bars(page, 0)  # the token strip: one bar per token
+    tokens = helpers.bars(page, 0)  # the token strip: one bar per token
     datum = _datum(tokens.nth(2).get_attribute("aria-label") or "")
     tokens.nth(2).click()
     heading = page.get_by_text(re.compile(rf"active at .*\(position {datum['position']}\)"))
     heading.wait_for(timeout=WAIT_MS)
-    assert _params(page)["pos"] != datum["position"]  # looking at a token does not move the target
+    assert helpers.params(page)["pos"] != datum["position"]  # looking at a token does not move the target

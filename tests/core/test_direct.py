@@ -60,12 +60,12 @@ def test_hook_z_target_decomposes_exactly_through_frozen_patterns(model, saes, s
     pattern = cache["blocks.2.attn.hook_pattern"][0, :, q, : q + 1]  # [head, source]
     scale = cache["blocks.2.ln1.hook_scale"][0, : q + 1]  # [source, 1]
     constant = leftover(model, saes, PARTITION)
-    through_ln1 = (constant - constant.mean()) / scale * ln1.w  # [source, d_model]
-    values = torch.einsum("sm,hmd->shd", through_ln1, attn.W_V)
-    rest = torch.einsum("hs,shd,hd->", pattern, values, encoder)
-    rest += torch.einsum("hd,hd->", ln1.b @ attn.W_V + attn.b_V, encoder)  # attention weights sum to 1
-    rest += (-sae.b_dec @ sae.W_enc[:, target.feature] + sae.b_enc[target.feature]).detach()
-    with torch.no_grad():
+    with torch.no_grad():  # the parameters require grad; the identity needs values only
+        through_ln1 = (constant - constant.mean()) / scale * ln1.w  # [source, d_model]
+        values = torch.einsum("sm,hmd->shd", through_ln1, attn.W_V)
+        rest = torch.einsum("hs,shd,hd->", pattern, values, encoder)
+        rest += torch.einsum("hd,hd->", ln1.b @ attn.W_V + attn.b_V, encoder)  # attention weights sum to 1
+        rest += -sae.b_dec @ sae.W_enc[:, target.feature] + sae.b_enc[target.feature]
         activation = float(sae.encode(cache["blocks.2.attn.hook_z"][0, q])[target.feature])
     assert direct_sum(model, saes, PARTITION, target) + float(rest) == pytest.approx(activation, rel=1e-10)
 
@@ -92,6 +92,6 @@ def test_mlp_out_target_is_the_mlp_slope_with_frozen_ln2(model, saes, strongest)
     ].itertuples():
         change = node_change(saes[row.sae], cache, q, row.feature).detach()
         _, slope = torch.func.jvp(mlp_out, (resid_mid,), (change,))
-        assert row.score == pytest.approx(float(-(slope @ encoder)), rel=1e-9, abs=1e-12)
+        assert row.score == pytest.approx(-float((slope @ encoder).detach()), rel=1e-9, abs=1e-12)
         checked += 1
     assert checked > 10

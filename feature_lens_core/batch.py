@@ -1,0 +1,299 @@
+"""Rankings over many prompts: which connections of a feature hold across them, and how strongly.
+
+Each prompt is one independent task (`rank_prompt`): find the feature's occurrences on it (the
+positions where `FeatureSpec` says to look), rank every occurrence with `ranking.rank`, and reduce
+the result to one row per edge. Tasks go through an executor's `map(fn, items)` (the built-in
+serial map by default; a `concurrent.futures` executor or `RayExecutor` run the same tasks
+elsewhere), and `rank_many` adds the per-prompt rows up:
+
+- an edge is a source (or, downstream, a target) SAE feature, or an SAE's error node, regardless
+  of position: its score on one occurrence is the sum of its nodes' scores over positions (as
+  Sparse Feature Circuits sums node effects over positions);
+- mean_score = the sum of those scores / the number of occurrences (an edge absent from an
+  occurrence counts 0 there);
+- an edge is present on an occurrence when one of its nodes has |score| > min_score and is among
+  the occurrence's top_k nodes (if top_k is given); frequency = the share of the prompts on which
+  the feature occurs where the edge is present at least once.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+import torch
+from sae_lens import SAE
+from safetensors.torch import load_file
+from transformer_lens import HookedTransformer
+
+from feature_lens_core import feature_data, hooks
+from feature_lens_core.errors import FeatureLensError
+from feature_lens_core.methods import BASELINES
+from feature_lens_core.ranking import DIRECTIONS, METHODS, FeatureRef, activations, rank, to_tokens
+from feature_lens_core.zoo import paths
+from feature_lens_core.zoo.tokenizer import load_tokenizer
+
+AT = ("last", "active")
+EDGE = ["sae", "hook", "layer", "kind", "feature"]
+PER_PROMPT_COLUMNS = ["prompt", "anchor_feature", *EDGE, "occurrences", "score", "present"]
+EDGE_COLUMNS = [
+    "anchor_feature",
+    *EDGE,
+    "label",
+    "mean_score",
+    "frequency",
+    "prompts",
+    "occurrences",
+    "anchor_prompts",
+    "anchor_occurrences",
+]
+OCCURRENCE_COLUMNS = ["prompt", "position", "token", "feature", "activation"]
+
+Progress = Callable[[int, int], None]
+
+
+class Executor(Protocol):
+    """Anything with `map(fn, items)` yielding fn(item) in order: the serial default, a concurrent.futures
+    executor, or `RayExecutor`."""
+
+    def map(self, fn: Callable[[Any], Any], items: Iterable[Any], /) -> Iterable[Any]: ...
+
+
+class SerialExecutor:
+    """Runs the tasks one after another in this process."""
+
+    def map(self, fn: Callable[[Any], Any], items: Iterable[Any], /) -> Iterator[Any]:
+        return map(fn, items)
+
+
+def _call(fn: Callable[[Any], Any], item: Any) -> Any:
+    return fn(item)
+
+
+class RayExecutor:
+    """Runs each task as a Ray task. The task function (the model and SAEs included) is put in Ray's object
+    store once and shared by all tasks on a node.
+
+    `address` is passed to `ray.init` when Ray is not initialised yet: None starts a local Ray, "auto"
+    joins the cluster this machine belongs to, "ray://host:10001" a remote one. `num_cpus` is what each
+    task asks of the scheduler.
+    """
+
+    def __init__(self, address: str | None = None, num_cpus: float = 1, **init_kwargs: Any) -> None:
+        self.address, self.num_cpus, self.init_kwargs = address, num_cpus, init_kwargs
+
+    def map(self, fn: Callable[[Any], Any], items: Iterable[Any], /) -> Iterator[Any]:
+        try:
+            import ray
+        except ImportError as exc:
+            raise FeatureLensError("Ray is not installed: `pip install ray`, or run the batch serially.") from exc
+        if not ray.is_initialized():
+            ray.init(address=self.address, **self.init_kwargs)
+        remote = ray.remote(num_cpus=self.num_cpus)(_call)
+        shared = ray.put(fn)
+        refs = [remote.remote(shared, item) for item in items]
+        for ref in refs:
+            yield ray.get(ref)
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Where a batch run ranks on each prompt: feature `feature` of SAE `sae` (every feature of it when None),
+    at the last token (`at="last"`) or at every position where it is active (`"active"`); at most the
+    `max_per_prompt` strongest occurrences per prompt if given."""
+
+    sae: str
+    feature: int | None = None
+    at: str = "last"
+    max_per_prompt: int | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How each occurrence is ranked, and when an edge counts as present on it."""
+
+    direction: str
+    method: str
+    baseline: str = "zero"
+    top_k: int | None = None
+    min_score: float = 0.0
+
+
+@dataclass(frozen=True)
+class PromptResult:
+    """One prompt's task output: its occurrences and one row per edge (PER_PROMPT_COLUMNS)."""
+
+    occurrences: pd.DataFrame
+    edges: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """`edges` (EDGE_COLUMNS, by anchor feature then |mean_score|), `per_prompt` (PER_PROMPT_COLUMNS),
+    `occurrences` (OCCURRENCE_COLUMNS) and the number of prompts run."""
+
+    edges: pd.DataFrame
+    per_prompt: pd.DataFrame
+    occurrences: pd.DataFrame
+    n_prompts: int
+
+
+def occurrences(model: HookedTransformer, saes: Mapping[str, SAE], prompt: str, spec: FeatureSpec) -> pd.DataFrame:
+    """The (position, feature) pairs of `spec` on `prompt`: position, token, feature, activation."""
+    acts = activations(model, saes[spec.sae], prompt)
+    if spec.feature is not None:
+        acts = acts.loc[acts.feature == spec.feature]
+    if spec.at == "last":
+        acts = acts.loc[acts.position == len(model.to_str_tokens(prompt)) - 1]
+    if spec.max_per_prompt is not None:
+        acts = acts.sort_values("activation", ascending=False, kind="stable").head(spec.max_per_prompt)
+    return acts.reset_index(drop=True)
+
+
+def edge_scores(frame: pd.DataFrame, settings: Settings) -> pd.DataFrame:
+    """One occurrence's `rank` frame reduced to one row per edge: score summed over positions, and present."""
+    present = frame.score.abs() > settings.min_score
+    if settings.top_k is not None:
+        present &= np.arange(len(frame)) < settings.top_k  # rank sorts by |score|
+    grouped = frame.assign(present=present).groupby(EDGE, sort=False)
+    return grouped.agg(score=("score", "sum"), present=("present", "any")).reset_index()
+
+
+def rank_prompt(
+    model: HookedTransformer,
+    saes: Mapping[str, SAE],
+    spec: FeatureSpec,
+    settings: Settings,
+    task: tuple[int, str],
+) -> PromptResult:
+    """The task for prompt number `task[0]`: rank each occurrence, add up its edges over the occurrences."""
+    index, prompt = task
+    found = occurrences(model, saes, prompt, spec)
+    parts = []
+    for feature, position in zip(found.feature.tolist(), found.position.tolist(), strict=True):
+        ref = FeatureRef(spec.sae, feature, position)
+        frame = rank(model, saes, prompt, ref, settings.direction, settings.method, settings.baseline)
+        parts.append(edge_scores(frame, settings).assign(anchor_feature=feature))
+    edges = pd.DataFrame(columns=PER_PROMPT_COLUMNS)
+    if parts:
+        counts = found.feature.value_counts()
+        summed = pd.concat(parts).groupby(["anchor_feature", *EDGE], sort=False)
+        edges = summed.agg(score=("score", "sum"), present=("present", "sum")).reset_index()
+        edges = edges.assign(prompt=index, occurrences=edges.anchor_feature.map(counts).to_numpy())
+        edges = edges.loc[:, PER_PROMPT_COLUMNS]
+    return PromptResult(found.assign(prompt=index).loc[:, OCCURRENCE_COLUMNS], edges)
+
+
+def aggregate(per_prompt: pd.DataFrame, found: pd.DataFrame, saes: Mapping[str, SAE]) -> pd.DataFrame:
+    """Per-prompt edge rows added up across prompts (EDGE_COLUMNS; see the module docstring)."""
+    if per_prompt.empty:
+        return pd.DataFrame(columns=EDGE_COLUMNS)
+    anchors = found.groupby("feature").agg(anchor_prompts=("prompt", "nunique"), anchor_occurrences=("prompt", "size"))
+    edges = (
+        per_prompt.assign(on_prompt=per_prompt.present > 0)
+        .groupby(["anchor_feature", *EDGE], sort=False)
+        .agg(total=("score", "sum"), occurrences=("present", "sum"), prompts=("on_prompt", "sum"))
+        .reset_index()
+        .join(anchors, on="anchor_feature")
+    )
+    edges["mean_score"] = edges.total / edges.anchor_occurrences
+    edges["frequency"] = edges.prompts / edges.anchor_prompts
+    labels = {name: feature_data.feature_labels(saes[name]) for name in set(edges.sae)}
+    edges["label"] = [
+        "error" if f < 0 else labels[s][f] or f"#{f}" for s, f in zip(edges.sae, edges.feature, strict=True)
+    ]
+    order = np.lexsort((-edges.mean_score.abs().to_numpy(), edges.anchor_feature.to_numpy()))
+    return edges.iloc[order][EDGE_COLUMNS].reset_index(drop=True)
+
+
+def _check(saes: Mapping[str, SAE], spec: FeatureSpec, settings: Settings) -> None:
+    for value, options, what in (
+        (settings.direction, DIRECTIONS, "direction"),
+        (settings.method, list(METHODS), "method"),
+        (spec.at, AT, "position rule (at)"),
+    ):
+        if value not in options:
+            raise FeatureLensError(f"Unknown {what} {value!r}. Use one of: {', '.join(options)}.")
+    if settings.baseline not in BASELINES or settings.baseline == "corrupt":
+        raise FeatureLensError(
+            f"Baseline {settings.baseline!r} cannot be used across prompts: use 'zero' or 'mean' (a corrupt "
+            "prompt belongs to one prompt)."
+        )
+    if spec.sae not in saes:
+        raise FeatureLensError(f"SAE '{spec.sae}' is not among the SAEs given ({', '.join(saes)}). Add it.")
+    d_sae = saes[spec.sae].cfg.d_sae
+    if spec.feature is not None and not 0 <= spec.feature < d_sae:
+        raise FeatureLensError(f"Feature {spec.feature} is out of range: '{spec.sae}' has features 0 to {d_sae - 1}.")
+    for value, what in ((spec.max_per_prompt, "max_per_prompt"), (settings.top_k, "top_k")):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise FeatureLensError(f"{what} must be a whole number of at least 1, or None (got {value!r}).")
+
+
+def rank_many(
+    model: HookedTransformer,
+    saes: Mapping[str, SAE],
+    prompts: Sequence[str],
+    spec: FeatureSpec,
+    direction: str,
+    method: str,
+    baseline: str = "zero",
+    top_k: int | None = None,
+    min_score: float = 0.0,
+    executor: Executor | None = None,
+    progress: Progress | None = None,
+) -> BatchResult:
+    """Rank the connections of `spec`'s feature on every prompt and aggregate them per edge.
+
+    Every prompt is a task for `executor.map` (serial by default); `progress(done, total)` is called
+    after each prompt's result arrives. See the module docstring for the aggregation.
+    """
+    settings = Settings(direction, method, baseline, top_k, min_score)
+    _check(saes, spec, settings)
+    if isinstance(prompts, str) or not prompts:
+        raise FeatureLensError("Give at least one prompt (a list of strings).")
+    for number, prompt in enumerate(prompts, start=1):
+        to_tokens(model, prompt, what=f"prompt {number}")
+    for name, sae in saes.items():
+        hooks.check_fits(model, name, sae)
+    task = functools.partial(rank_prompt, model, dict(saes), spec, settings)
+    results = []
+    for done, result in enumerate((executor or SerialExecutor()).map(task, list(enumerate(prompts))), start=1):
+        results.append(result)
+        if progress is not None:
+            progress(done, len(prompts))
+    found = pd.concat([r.occurrences for r in results], ignore_index=True)
+    edge_parts = [r.edges for r in results if not r.edges.empty]
+    per_prompt = pd.concat(edge_parts, ignore_index=True) if edge_parts else pd.DataFrame(columns=PER_PROMPT_COLUMNS)
+    return BatchResult(aggregate(per_prompt, found, saes), per_prompt, found, len(prompts))
+
+
+def held_out_prompts(n: int, length: int = 32) -> list[str]:
+    """`n` prompts of `length` tokens from the built-in model's held-out plays, spread evenly over them."""
+    for value, what in ((n, "n"), (length, "length")):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise FeatureLensError(f"{what} must be a whole number of at least 1 (got {value!r}).")
+    tokens = load_file(str(paths.HELD_OUT_TOKENS))["tokens"]
+    if n * length > len(tokens):
+        raise FeatureLensError(f"The held-out text has {len(tokens)} tokens: ask for fewer than {n} x {length}.")
+    tokenizer = load_tokenizer(paths.TOKENIZER_DIR)
+    starts = torch.linspace(0, len(tokens) - length, n).long().tolist()
+    return [str(tokenizer.decode(tokens[s : s + length].tolist(), skip_special_tokens=True)).strip() for s in starts]
+
+
+def read_prompts(path: str | Path) -> list[str]:
+    """The non-blank lines of a UTF-8 text file, one prompt each."""
+    file = Path(path)
+    if not file.is_file():
+        raise FeatureLensError(f"Prompt file '{file}' does not exist. Give a text file with one prompt per line.")
+    try:
+        prompts = [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except UnicodeDecodeError as exc:
+        raise FeatureLensError(f"Prompt file '{file}' is not UTF-8 text.") from exc
+    if not prompts:
+        raise FeatureLensError(f"Prompt file '{file}' has no prompts (every line is blank).")
+    return prompts

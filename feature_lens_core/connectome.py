@@ -1,0 +1,314 @@
+"""Multi-hop feature graphs around one feature, and how much of the feature they explain (faithfulness).
+
+`build_graph` expands from a target feature hop by hop with `ranking.rank`: the target's upstream
+(or downstream) nodes, then theirs, keeping the strongest edges of each hop within a node budget.
+`faithfulness` measures a set of upstream nodes the way Sparse Feature Circuits does: every node of
+the SAEs upstream of the target that is *not* in the set (features at every position up to the
+target's, whether active or not, and error nodes) is set to its baseline, and
+
+    faithfulness = (m(set) - m(empty)) / (m(full) - m(empty)),
+
+where m is the target's activation, m(full) the clean run (nothing ablated) and m(empty) the run
+with every node ablated. Ablations are applied in forward order within one pass: a node downstream
+of an ablated one is set to its baseline, or left free to respond if it is kept (SAEs writing at the
+same hook are applied in the order given).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from jaxtyping import Bool, Float
+from sae_lens import SAE
+from torch import Tensor
+from transformer_lens import HookedTransformer
+
+from feature_lens_core import feature_data, hooks
+from feature_lens_core.errors import FeatureLensError
+from feature_lens_core.exclusive import exclusive
+from feature_lens_core.methods import BASELINES, Anchor, Baseline, BaselineValues, run
+from feature_lens_core.ranking import FeatureRef, _check_feature, _other_side, activations, rank, to_tokens
+
+GRAPH_DIRECTIONS = ("upstream", "downstream", "both")
+RANK_FIELDS = ["sae", "hook", "layer", "kind", "feature", "position", "token", "activation"]
+NODE_COLUMNS = ["id", *RANK_FIELDS, "label", "hop", "side"]
+EDGE_COLUMNS = ["source", "target", "score", "hop"]
+ROUNDING = 1e-6  # relative differences below this are float rounding (float32 is ~6e-8)
+
+
+@dataclass(frozen=True)
+class Faithfulness:
+    """The target's activation with everything (`full`), nothing (`empty`) and only the kept nodes (`kept`)."""
+
+    full: float
+    empty: float
+    kept: float
+
+    @property
+    def score(self) -> float:
+        """(kept - empty) / (full - empty): 1 when the kept nodes carry everything, 0 when nothing; NaN when
+        ablating every node changes the target by no more than float rounding (1e-6 relative)."""
+        gap = self.full - self.empty
+        if abs(gap) <= ROUNDING * max(abs(self.full), abs(self.empty)):
+            return math.nan
+        return (self.kept - self.empty) / gap
+
+
+@dataclass(frozen=True)
+class Graph:
+    """A feature graph: `nodes` (NODE_COLUMNS) and `edges` (EDGE_COLUMNS: source -> target node ids).
+
+    An edge's score is rank's score of its source on its target (target(clean) - target(source
+    ablated)); `hop` is the expansion step that found it. `faithfulness` covers the upstream nodes
+    (None for a downstream-only graph).
+    """
+
+    nodes: pd.DataFrame
+    edges: pd.DataFrame
+    target: str
+    faithfulness: Faithfulness | None
+
+
+def node_id(sae: str, feature: int, position: int) -> str:
+    """`SAE:FEATURE@POSITION` (as the CLI writes features), `SAE:error@POSITION` for an error node."""
+    return f"{sae}:{'error' if feature < 0 else feature}@{position}"
+
+
+def _label(sae: SAE, feature: int) -> str:
+    if feature < 0:
+        return "error"
+    return feature_data.feature_labels(sae)[feature] or f"#{feature}"
+
+
+def _baseline(model: HookedTransformer, tokens: Tensor, kind: str, corrupt_prompt: str | None) -> Baseline:
+    """The Baseline `rank` would build for these arguments (rank itself validates them first)."""
+    if kind not in BASELINES:
+        raise FeatureLensError(f"Unknown baseline {kind!r}. Use one of: {', '.join(BASELINES)}.")
+    if kind != "corrupt":
+        return Baseline(kind, None, feature_data.mean_activations if kind == "mean" else None)
+    if corrupt_prompt is None:
+        raise FeatureLensError("The 'corrupt' baseline needs a corrupt prompt. Give one of the same token length.")
+    corrupt = to_tokens(model, corrupt_prompt, what="corrupt prompt")
+    if corrupt.shape != tokens.shape:
+        raise FeatureLensError("The corrupt prompt must have the same token length as the prompt.")
+    return Baseline(kind, corrupt)
+
+
+def ablate_outside(
+    model: HookedTransformer,
+    tokens: Tensor,
+    universe: Mapping[str, SAE],
+    target: Anchor,
+    keep: Mapping[str, Bool[Tensor, "rows pos d_sae_plus_1"]],
+    base: Mapping[str, BaselineValues],
+) -> Float[Tensor, " rows"]:
+    """The target's activation in one batched pass where row r keeps the nodes with `keep[name][r]` true and
+    sets every other node of `universe` to its baseline. Column 0 of `keep` is the error node, column f + 1
+    feature f; `tokens` end at the target's position."""
+    rows = len(next(iter(keep.values())))
+    read = hooks.site(target.sae).read
+    sites = {name: hooks.site(sae) for name, sae in universe.items()}
+    writers: dict[str, list[str]] = {}
+    for name in universe:
+        writers.setdefault(sites[name].write, []).append(name)
+    stash = {s.read for s in sites.values() if s.read != s.write}
+    seen: dict[str, Tensor] = {}
+
+    def ablate(name: str, act: Tensor) -> Tensor:
+        sae, where, kept = universe[name], sites[name], keep[name]
+        x = act if where.read == where.write else seen[where.read]
+        acts = hooks.encode(sae, x).to(act.dtype)
+        error = hooks.flat(act, where.write) - hooks.reconstruction(sae, x, where.write).to(act.dtype)
+        features = torch.where(kept[..., 1:], acts, base[name].features)
+        errors = torch.where(kept[..., :1], error, base[name].error)
+        delta = (features - acts) @ hooks.decoder(sae, act.dtype) + (errors - error)
+        return act + hooks.unflat(model, delta, where.write)
+
+    def edit_at(hook: str):
+        def edit(act: Tensor) -> Tensor:
+            for name in writers.get(hook, []):
+                act = ablate(name, act)
+            if hook in stash:
+                seen[hook] = act
+            return act
+
+        return edit
+
+    with torch.no_grad():
+        acts = run(
+            model,
+            tokens.expand(rows, -1),
+            capture={read},
+            stop_at=read,
+            edits={hook: edit_at(hook) for hook in set(writers) | stash},
+        )
+        return hooks.encode(target.sae, acts[read])[:, target.position, target.feature]
+
+
+def faithfulness(
+    model: HookedTransformer,
+    saes: Mapping[str, SAE],
+    prompt: str,
+    target: FeatureRef,
+    nodes: pd.DataFrame,
+    baseline: str = "zero",
+    corrupt_prompt: str | None = None,
+) -> Faithfulness:
+    """How much of `target`'s activation the upstream `nodes` (rows with sae, feature, position; feature -1 for
+    error nodes) explain when every other node of the SAEs upstream of it in `saes` is set to the baseline.
+
+    Rows of other SAEs or later positions are ignored, so a Graph's nodes or a `rank` frame can be passed.
+    """
+    tokens = to_tokens(model, prompt)
+    _check_feature(saes, target, tokens.shape[1])
+    for name, sae in saes.items():
+        hooks.check_fits(model, name, sae)
+    missing = ", ".join(sorted({"sae", "feature", "position"} - set(nodes.columns)))
+    if missing:
+        raise FeatureLensError(f"The nodes need columns sae, feature and position: {missing} missing.")
+    universe = _other_side(saes, target, "upstream")
+    q = target.position
+    base = _baseline(model, tokens, baseline, corrupt_prompt).values(model, universe, q + 1)
+    inside = nodes.loc[nodes.sae.isin(list(universe)) & (nodes.position <= q)]
+    for name in set(inside.sae):
+        features = inside.feature[inside.sae == name]
+        if not features.between(-1, universe[name].cfg.d_sae - 1).all():
+            raise FeatureLensError(f"Nodes of SAE '{name}' name features outside -1 (error) to its d_sae - 1.")
+    tokens = tokens[:, : q + 1]
+    keep = {}
+    for name, sae in universe.items():
+        mask = torch.zeros(3, q + 1, sae.cfg.d_sae + 1, dtype=torch.bool)
+        mask[0] = True  # row 0 keeps everything (the clean run), row 1 nothing, row 2 the given nodes
+        mine = inside.loc[inside.sae == name]
+        positions, features = (torch.tensor(mine[c].to_numpy(np.int64)) for c in ("position", "feature"))
+        mask[2, positions, features + 1] = True
+        keep[name] = mask
+    anchor = Anchor(target.sae, saes[target.sae], q, target.feature)
+    with exclusive():
+        full, empty, kept = ablate_outside(model, tokens, universe, anchor, keep, base).tolist()
+    return Faithfulness(full, empty, kept)
+
+
+def _expand(
+    model: HookedTransformer,
+    saes: Mapping[str, SAE],
+    prompt: str,
+    start: dict,
+    side: str,
+    limits: tuple[int, int, float | None],
+    settings: dict,
+    nodes: dict[str, dict],
+    edges: list[dict],
+) -> None:
+    """Grow `nodes` and `edges` from `start` on one side, hop by hop, within `limits` = (node budget, hops,
+    threshold), ranking with `settings` (method, baseline, corrupt_prompt); see build_graph."""
+    budget, hops, threshold = limits
+    frontier, added = [start], 0
+    for hop in range(1, hops + 1):
+        allowance = math.ceil((budget - added) / (hops - hop + 1))
+        frames = []
+        for node in frontier:
+            if node["kind"] != "feature":
+                continue
+            ref = FeatureRef(node["sae"], int(node["feature"]), int(node["position"]))
+            if node is not start:
+                try:
+                    _other_side(saes, ref, side)
+                except FeatureLensError:
+                    continue  # nothing on that side of this node: it stays a leaf
+            frame = rank(model, saes, prompt, ref, side, **settings)
+            frames.append(frame.assign(parent=node["id"]))
+        if not frames or allowance <= 0:
+            return
+        pool = pd.concat(frames, ignore_index=True)
+        pool = pool.iloc[np.argsort(-pool.score.abs().to_numpy(), kind="stable")]
+        if threshold is not None:
+            pool = pool[pool.score.abs() >= threshold]
+        new = []
+        for row in pool.itertuples(index=False):
+            found = node_id(row.sae, row.feature, row.position)
+            if found not in nodes:
+                if len(new) == allowance:
+                    break  # the budget's cut-off: weaker edges, even to nodes already in, are dropped
+                nodes[found] = {
+                    "id": found,
+                    **{c: getattr(row, c) for c in RANK_FIELDS},
+                    "label": _label(saes[row.sae], int(row.feature)),
+                    "hop": hop,
+                    "side": side,
+                }
+                new.append(nodes[found])
+            source, target = (found, row.parent) if side == "upstream" else (row.parent, found)
+            edges.append({"source": source, "target": target, "score": float(row.score), "hop": hop})
+        frontier, added = new, added + len(new)
+
+
+def build_graph(
+    model: HookedTransformer,
+    saes: Mapping[str, SAE],
+    prompt: str,
+    target: FeatureRef,
+    method: str = "attribution",
+    direction: str = "upstream",
+    hops: int = 2,
+    threshold: float | None = None,
+    node_budget: int = 30,
+    baseline: str = "zero",
+    corrupt_prompt: str | None = None,
+) -> Graph:
+    """The graph of nodes that cause (upstream), are caused by (downstream) or both, `target`, `hops` deep.
+
+    Hop h ranks every feature node found at hop h - 1 (error nodes are leaves) with `rank(method)`,
+    pools all their candidate edges, and keeps them strongest first (by |score|, at least `threshold`
+    if given) until the hop's share of the node budget is used up: ceil(remaining / hops left), so
+    later hops get nodes too. "both" gives half the budget to each side. Edges to nodes already in the
+    graph are kept when they rank above that cut-off.
+
+    Returns:
+        Graph with nodes (id, sae, hook, layer, kind, feature, position, token, activation, label, hop,
+        side: "target", "upstream" or "downstream"), edges (source, target, score, hop) and the
+        faithfulness of its upstream nodes.
+    """
+    if direction not in GRAPH_DIRECTIONS:
+        raise FeatureLensError(f"Unknown direction {direction!r}. Use one of: {', '.join(GRAPH_DIRECTIONS)}.")
+    for value, what in ((hops, "hops"), (node_budget, "node_budget")):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise FeatureLensError(f"{what} must be a whole number of at least 1 (got {value!r}).")
+    if threshold is not None and not (isinstance(threshold, int | float) and threshold >= 0):
+        raise FeatureLensError(f"threshold must be a number of at least 0, or None (got {threshold!r}).")
+    if target.sae not in saes:
+        raise FeatureLensError(f"SAE '{target.sae}' of the target is not among the SAEs given. Add it.")
+    tokens = to_tokens(model, prompt)
+    acts = activations(model, saes[target.sae], prompt)
+    here = acts[(acts.position == target.position) & (acts.feature == target.feature)]
+    start = {
+        "id": node_id(target.sae, target.feature, target.position),
+        "sae": target.sae,
+        "hook": hooks.site(saes[target.sae]).read,
+        "layer": hooks.site(saes[target.sae]).layer,
+        "kind": "feature",
+        "feature": target.feature,
+        "position": target.position,
+        "token": model.to_str_tokens(tokens[0])[target.position] if 0 <= target.position < tokens.shape[1] else "",
+        "activation": float(here.activation.iloc[0]) if len(here) else 0.0,
+        "label": _label(saes[target.sae], target.feature),
+        "hop": 0,
+        "side": "target",
+    }
+    nodes, edges = {start["id"]: start}, []
+    sides = ["upstream", "downstream"] if direction == "both" else [direction]
+    shares = [math.ceil(node_budget / 2), node_budget // 2] if direction == "both" else [node_budget]
+    settings = {"method": method, "baseline": baseline, "corrupt_prompt": corrupt_prompt}
+    for side, share in zip(sides, shares, strict=True):
+        _expand(model, saes, prompt, start, side, (share, hops, threshold), settings, nodes, edges)
+    node_frame = pd.DataFrame(list(nodes.values()), columns=NODE_COLUMNS)
+    edge_frame = pd.DataFrame(edges, columns=EDGE_COLUMNS)
+    faith = None
+    if direction != "downstream":
+        faith = faithfulness(model, saes, prompt, target, node_frame, baseline, corrupt_prompt)
+    return Graph(node_frame, edge_frame, start["id"], faith)

@@ -1,0 +1,95 @@
+"""Across prompts: does a connection hold beyond this prompt, and which features play the same role."""
+
+import streamlit as st
+
+from feature_lens_app import circuits, frame, hosting, state, widgets
+from feature_lens_core import catalog, charts
+
+AT = {"active": "wherever it fires", "last": "at the last token"}
+view = frame.view()
+st.title("Across many prompts", anchor=False)
+st.caption(
+    "One prompt shows one instance. Here the target feature is ranked on a whole set of prompts and each "
+    "connection is summarised by its mean score and how often it appears; below, features are clustered by "
+    "who they connect to."
+)
+
+widgets.follow_to_feature()
+limit = hosting.limits().max_batch_prompts
+left, right = st.columns([1, 2])
+with left:
+    builtin = view.model == catalog.BUILTIN_MODEL
+    sources = ["held-out", "own"] if builtin else ["own"]
+    source = st.radio(
+        "Prompts",
+        sources,
+        format_func={"held-out": "Held-out Shakespeare (built-in)", "own": "My own, one per line"}.get,
+        key="batch_source",
+    )
+    count = st.slider("How many", 4, limit, min(12, limit), key="batch_count", disabled=source != "held-out")
+with right:
+    text = st.text_area("One prompt per line", key="batch_text", height=140, disabled=source != "own")
+
+prompt_set, failure = widgets.attempt(lambda: tuple(circuits.prompts(source, count, text)[:limit]), "reading prompts")
+if failure is not None:
+    widgets.show_failure(failure, "reading the prompts")
+elif not prompt_set:
+    st.info("Type some prompts, one per line, or use the built-in held-out text.")
+else:
+    st.subheader(f"Connections of {view.sae} #{view.feature} over {len(prompt_set)} prompts", anchor=False)
+    at = st.radio("Rank it", list(AT), format_func=AT.get, horizontal=True, key="batch_at")
+    for direction in view.directions:
+        with widgets.progress_bar(f"Ranking {direction} on each prompt") as progress:
+            result, failure = widgets.attempt(
+                lambda d=direction, p=progress: circuits.across_prompts(
+                    view.model, view.saes, prompt_set, view.sae, view.feature, at, d, view.method, progress=p
+                ),
+                f"ranking {direction} across prompts",
+            )
+        if failure is not None:
+            widgets.show_failure(failure, f"ranking {direction} across prompts")
+            continue
+        edges = result.edges
+        st.markdown(
+            f"**{direction.capitalize()}**: the feature occurs on {result.occurrences['prompt'].nunique()} of "
+            f"{result.n_prompts} prompts ({len(result.occurrences)} occurrences)."
+        )
+        if edges.empty:
+            st.caption("No connection found: the feature does not fire on these prompts, or no SAE is on this side.")
+            continue
+        st.dataframe(edges.head(200), hide_index=True, width="stretch")
+        widgets.downloads(
+            edges, f"feature-lens-{view.sae}-{view.feature}-{direction}-prompts", key=f"batch_{direction}"
+        )
+
+    st.subheader(f"Features of {view.sae} clustered by their connections", anchor=False)
+    st.caption(
+        "Each feature of the target's SAE that fires at least twice is described by its mean upstream and downstream "
+        "scores over the prompts; features with similar partners land close together. Click a point to open it."
+    )
+    clusters = st.slider("Clusters", 2, 12, 6, key="map_clusters")
+    if st.toggle("Compute the map (ranks every occurrence of every feature: a minute or so)", key="map_on"):
+        with widgets.progress_bar("Profiling features on each prompt") as progress:
+            found, failure = widgets.attempt(
+                lambda: circuits.feature_map(
+                    view.model, view.saes, prompt_set, view.sae, view.method, clusters, progress=progress
+                ),
+                "clustering features",
+            )
+        if failure is not None:
+            widgets.show_failure(failure, "clustering features")
+        else:
+            points, coherence = found
+            key = f"map_{state.fingerprint(view, prompt_set, clusters)}"
+            st.altair_chart(
+                charts.cluster_map(points),
+                key=key,
+                on_select=widgets.open_clicked_feature(key, view.pos),
+                selection_mode=charts.PICK,
+                width="stretch",
+            )
+            st.caption(
+                f"{len(points)} features. Label words shared within clusters: {coherence.within:.3f} on average, "
+                f"across clusters: {coherence.across:.3f} (p = {coherence.p_value:.3f} against random clusters of "
+                "the same sizes)."
+            )

@@ -1,0 +1,78 @@
+"""The Circuit graph and Across prompts pages on the built-in model, through AppTest."""
+
+from __future__ import annotations
+
+import pytest
+
+from feature_lens_app.examples import EXAMPLES
+
+from .helpers import assert_healthy, charts, errors
+
+pytestmark = [pytest.mark.app, pytest.mark.slow]
+
+
+def test_graph_page_draws_a_clickable_graph_and_its_faithfulness(open_app) -> None:
+    at = open_app("graph")
+    assert_healthy(at)
+    assert not errors(at), errors(at)
+    (key, spec) = next((k, s) for k, s in charts(at).items() if k.startswith("graph_"))
+    assert any(p["name"] == "pick" for p in spec["params"])
+    marks = {layer["mark"]["type"] for layer in spec["layer"]}
+    assert {"rule", "point", "text"} <= marks
+    assert [m.label for m in at.metric][:1] == ["Faithfulness"]
+    edges = at.dataframe[0].value
+    assert len(edges) > 0 and {"source", "target", "score", "hop"} <= set(edges.columns)
+    assert (edges["target"].str.len() > 0).all()
+
+
+def test_graph_page_keeps_working_after_bad_input(open_app) -> None:
+    at = open_app("graph", feature="1023")  # almost surely silent at the example's position
+    assert_healthy(at)
+    assert any("not active" in e or "out of range" in e for e in errors(at)), errors(at)
+    assert at.sidebar.text_area(key="prompt").value == EXAMPLES[0].prompt
+    at.sidebar.number_input(key="feature").set_value(EXAMPLES[0].feature).run()
+    assert_healthy(at)
+    assert not errors(at), errors(at)
+    assert any(k.startswith("graph_") for k in charts(at))
+
+
+def test_across_prompts_page_aggregates_the_target_over_held_out_text(open_app) -> None:
+    at = open_app("prompts", direction="upstream")
+    assert_healthy(at)
+    assert not errors(at), errors(at)
+    edges = at.dataframe[0].value
+    assert len(edges) > 0
+    assert {"mean_score", "frequency", "prompts"} <= set(edges.columns)
+    assert (edges["frequency"].between(0, 1)).all()
+    assert [b.label for b in at.get("download_button")] == ["Download CSV", "Download JSON"]
+
+
+def test_across_prompts_page_with_no_prompts_of_ones_own_says_so(open_app) -> None:
+    at = open_app("prompts", direction="upstream")
+    at.radio(key="batch_source").set_value("own").run()
+    assert_healthy(at)
+    assert any("one per line" in i.value for i in at.info)
+
+
+def test_a_steering_vector_becomes_a_target_ranked_like_any_feature(open_app) -> None:
+    at = open_app("directions")
+    assert_healthy(at)
+    at.button[0].click().run()  # the form's submit: the default love-vs-war prompts at layer 1
+    assert_healthy(at)
+    assert not errors(at), errors(at)
+    name = at.session_state["sae"]
+    assert name.startswith("direction:love-vs-war#") and at.session_state["feature"] == 0
+    assert name in at.session_state["saes"]
+    assert any(k.startswith("strip_") for k in charts(at))
+    at.switch_page("pages/explore.py").run()
+    assert_healthy(at)
+    bars = [k for k in charts(at) if k.startswith("bars_")]
+    assert bars or any("not active" in e for e in errors(at)), errors(at)
+
+
+def test_a_direction_from_an_empty_prompt_set_is_refused_clearly(open_app) -> None:
+    at = open_app("directions")
+    at.text_area(key="direction_b").set_value("   ")  # a form: the value counts when it is submitted
+    at.button[0].click().run()
+    assert_healthy(at)
+    assert any("at least one prompt" in e for e in errors(at)), errors(at)

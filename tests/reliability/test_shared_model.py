@@ -1,0 +1,65 @@
+"""The app's shared built-in model under concurrent use: threads doing what visitors' sessions do (rankings by
+every method, activations, dashboards, and requests that fail mid-pass) get what they get alone, and no hook
+is left on the model afterwards. The tiny-model version of this is tests/core/test_ranking.py."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+
+import pandas as pd
+import pytest
+
+import feature_lens_core as flc
+from feature_lens_app.examples import DEFAULT_SAES, EXAMPLES
+from feature_lens_core import feature_data
+from feature_lens_core.errors import FeatureLensError
+from feature_lens_core.ranking import DIRECTIONS, METHODS
+
+from .common import assert_no_hooks
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _jobs() -> list[Callable[[], object]]:
+    model = flc.load_model("toy")  # the one instance the loader shares, as the app's cache does
+    jobs: list[Callable[[], object]] = []
+    for ex in EXAMPLES[::2]:  # two prompts of different lengths; each job runs twice, so keep it small
+        saes = {name: flc.load_sae("toy", name) for name in dict.fromkeys([*DEFAULT_SAES, ex.sae])}
+        target = flc.FeatureRef(ex.sae, ex.feature, ex.position)
+        for method in sorted(METHODS):
+            candidates = 16 if method == "activation" else None
+            for direction in DIRECTIONS:
+                jobs.append(partial(flc.rank, model, saes, ex.prompt, target, direction, method, candidates=candidates))
+        jobs.append(partial(flc.activations, model, saes[ex.sae], ex.prompt))
+        jobs.append(partial(feature_data.feature_card, model, saes[ex.sae], ex.feature))
+        silent = flc.FeatureRef(ex.sae, 0 if ex.feature else 1, 0)  # BOS: nothing fires there
+        jobs.append(partial(flc.rank, model, saes, ex.prompt, silent, "upstream", "attribution"))
+    return jobs
+
+
+def _outcome(job: Callable[[], object]) -> object:
+    try:
+        return job()
+    except FeatureLensError as exc:  # raised inside a hooked pass: its hooks must still come off
+        return f"error: {exc}"
+
+
+def _same(a: object, b: object) -> None:
+    if isinstance(a, pd.DataFrame):
+        pd.testing.assert_frame_equal(a, b)
+    else:
+        assert a == b
+
+
+def test_concurrent_visitors_share_the_model_safely() -> None:
+    jobs = _jobs()
+    alone = [_outcome(job) for job in jobs]
+    assert any(isinstance(a, str) and "not active" in a for a in alone)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        together = list(pool.map(_outcome, jobs[::-1]))[::-1]  # reversed, so each job meets other neighbours
+    for a, b in zip(alone, together, strict=True):
+        _same(a, b)
+    model = flc.load_model("toy")
+    assert_no_hooks(model)
