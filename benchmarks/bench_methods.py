@@ -223,6 +223,13 @@ def _reset_peak() -> float:
     return _status_gb("VmRSS")
 
 
+def _peak_of(fn: Callable[[Workload], object], workload: Workload) -> float:
+    """Peak resident set in GB while `fn(workload)` runs, from the level before it."""
+    _reset_peak()
+    fn(workload)
+    return _status_gb("VmHWM")
+
+
 def _seconds(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
@@ -499,20 +506,25 @@ def measure_case(workload: Workload, plan: Plan, method: str, direction: str, me
         case["rss_before_gb"] = _reset_peak()
     if (method, direction) == ("activation", "upstream") and workload.name == "gpt2":
         # One exhaustive run takes minutes here: it is timed once, after a warm-up on a few candidates.
-        flc.rank(workload.model, workload.saes, workload.prompt, anchor, direction, method, WARM_UP_CANDIDATES)
+        flc.rank(
+            workload.model, workload.saes, workload.prompt, anchor, direction, method, candidates=WARM_UP_CANDIDATES
+        )
         start = time.perf_counter()
         result = ours()
-        medians = {"ours": time.perf_counter() - start} | _interleaved(references, plan.repeats)
+        seconds = time.perf_counter() - start
+        peak = _status_gb("VmHWM")
+        medians = {"ours": seconds} | _interleaved(references, plan.repeats)
         case["repeats"] = 1
     else:
         result = ours()
+        peak = _status_gb("VmHWM")
         timed = {"ours": ours} | references
         if plan.split:
             timed["method"] = _method_only(workload, method, direction)
         medians = _interleaved(timed, plan.repeats)
         case["repeats"] = plan.repeats
     if memory:
-        case["peak_rss_gb"] = _status_gb("VmHWM")
+        case["peak_rss_gb"] = peak  # of the ranking alone: the reference passes run after it was read
     case |= {"nodes": len(result)} | {f"{k}_s": v for k, v in medians.items()}
     case["ours_over_F"] = medians["ours"] / medians["F"]
     case["ours_over_FB"] = medians["ours"] / medians["FB"]
@@ -535,6 +547,10 @@ def worker(name: str, quick: bool) -> dict:
     forward(workload)
     forward_backward(workload)
     out["encode_all_s"] = encode_all(workload)
+    if spare is not None:
+        out["reference_peaks_gb"] = {
+            name: _peak_of(fn, workload) for name, fn in (("F", forward), ("FB", forward_backward))
+        }
     out["cases"] = []
     for method in METHODS:
         for direction in DIRECTIONS:
@@ -601,7 +617,9 @@ def table(results: dict) -> str:
             lines.append(
                 f"memory: {memory['rss_after_imports_gb']:.2f} GB after imports, {memory['rss_loaded_gb']:.2f} GB "
                 f"with the model and {memory['saes_loaded']} SAEs loaded, {memory['peak_rss_one_ranking_gb']:.2f} GB "
-                f"peak during a ranking (target <= {MEMORY_TARGET_GB:g} GB: {'met' if memory['met'] else 'NOT met'})"
+                f"peak during a ranking (target <= {MEMORY_TARGET_GB:g} GB: {'met' if memory['met'] else 'NOT met'}); "
+                f"for comparison, one plain forward pass peaks at {workload['reference_peaks_gb']['F']:.2f} GB "
+                f"and one forward + backward at {workload['reference_peaks_gb']['FB']:.2f} GB"
             )
     lines.append(
         "\ncore: the method's computation alone, without validation and the DataFrame (`rank` is 'ours')"

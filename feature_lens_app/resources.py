@@ -16,7 +16,7 @@ import hashlib
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -29,6 +29,7 @@ from feature_lens_core import catalog, directions, feature_data
 from feature_lens_core.errors import FeatureLensError
 from feature_lens_core.exclusive import exclusive
 from feature_lens_core.loading import hub_reachable
+from feature_lens_core.ranking import to_tokens
 
 _ENTRIES = hosting.limits().cache_entries
 
@@ -133,14 +134,6 @@ class Timed:
     note: str = ""  # the core's remark on how it ranked (e.g. activation patching limited to candidates)
 
 
-def _rank_api():  # noqa: ANN202
-    try:
-        from feature_lens_core import ranking
-    except ImportError as exc:  # the core's ranking module is still being written
-        raise FeatureLensError("Ranking is not available in this build of feature-lens.") from exc
-    return ranking
-
-
 @st.cache_data(max_entries=_ENTRIES, show_spinner=False)
 def ranking(
     model_name: str,
@@ -155,15 +148,14 @@ def ranking(
     top_k: int | None,
 ) -> Timed:
     """The core's ranking for one view, with its compute time."""
-    api = _rank_api()
     loaded_model, loaded = model(model_name), saes(model_name, sae_names)
     with exclusive():
         start = time.perf_counter()
-        frame = api.rank(
+        frame = flc.rank(
             loaded_model,
             loaded,
             prompt,
-            api.FeatureRef(*target),
+            flc.FeatureRef(*target),
             direction=direction,
             method=method,
             baseline=baseline,
@@ -188,19 +180,17 @@ def ranked(view: state.ViewState, direction: str, method: str | None = None) -> 
 @st.cache_data(max_entries=_ENTRIES, show_spinner=False)
 def tokens(model_name: str, prompt: str) -> list[str]:
     """The prompt's tokens as the core indexes positions; the core's checks (empty, too long) apply."""
-    api = _rank_api()
     loaded_model = model(model_name)
     with exclusive():
-        return [str(t) for t in loaded_model.to_str_tokens(api.to_tokens(loaded_model, prompt)[0])]
+        return [str(t) for t in loaded_model.to_str_tokens(to_tokens(loaded_model, prompt)[0])]
 
 
 @st.cache_data(max_entries=_ENTRIES, show_spinner=False)
 def activations(model_name: str, sae_name: str, prompt: str) -> pd.DataFrame:
     """Which features of one SAE fire where on the prompt: (position, token, feature, activation)."""
-    api = _rank_api()
     loaded_model, loaded = model(model_name), sae(model_name, sae_name)
     with exclusive():
-        return api.activations(loaded_model, loaded, prompt)
+        return flc.activations(loaded_model, loaded, prompt)
 
 
 @st.cache_resource(max_entries=32, show_spinner=False)
@@ -238,12 +228,32 @@ def d_sae(model_name: str, sae_name: str) -> int:
     return int(sae(model_name, sae_name).cfg.d_sae)
 
 
+_scripts_running = 0
+_scripts_done = threading.Condition()
+
+
+@contextlib.contextmanager
+def visible_work() -> Iterator[None]:
+    """Mark a session's script run. Background prefetching waits until no script is running, so that a
+    click never queues behind work nobody asked for, and the page being drawn has the CPU to itself."""
+    global _scripts_running
+    with _scripts_done:
+        _scripts_running += 1
+    try:
+        yield
+    finally:
+        with _scripts_done:
+            _scripts_running -= 1
+            _scripts_done.notify_all()
+
+
 class _Prefetcher:
     """One background thread that fills the result cache for the methods the user has not picked yet.
 
     Switching the method is then a cache hit. Only the latest view's jobs are kept (a user clicking
-    through targets makes older ones useless), and jobs share the core's compute lock with visible work, so at
-    most one ranking runs at a time. Off in hosted mode, where CPU is shared by every visitor.
+    through targets makes older ones useless). A job starts only while no session's script is running
+    (`visible_work`), and jobs share the core's compute lock, so at most one ranking runs at a time and a
+    click waits at most for the job in flight. Off in hosted mode, where CPU is shared by every visitor.
     """
 
     def __init__(self) -> None:
@@ -268,6 +278,8 @@ class _Prefetcher:
     def _work(self) -> None:
         while not self._stopping:
             self._wake.wait()
+            with _scripts_done:  # the queue may change meanwhile: a job is taken only once scripts are done
+                _scripts_done.wait_for(lambda: _scripts_running == 0 or self._stopping)
             with self._lock:
                 job = self._jobs.popleft() if self._jobs and not self._stopping else None
                 if job is None:
@@ -283,6 +295,8 @@ class _Prefetcher:
             self._jobs.clear()
             thread = self._thread
         self._wake.set()
+        with _scripts_done:
+            _scripts_done.notify_all()
         if thread is not None:
             thread.join(timeout=60)
 

@@ -12,11 +12,13 @@ import traceback
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlencode, urlparse
 
+import altair as alt
 import pandas as pd
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from feature_lens_app import hosting, resources, state
 from feature_lens_app.examples import EXAMPLES
@@ -394,14 +396,23 @@ def follow_to_feature() -> None:
         st.switch_page("pages/feature.py")
 
 
+def draw_chart(chart: alt.TopLevelMixin, where: DeltaGenerator | None = None, **options: Any) -> Any:
+    """Draw an Altair chart; `options` as for `st.vega_lite_chart` (key, on_select, width, height...).
+
+    `st.altair_chart` validates the chart against Vega-Lite's JSON schema on every run, about 0.06 s a
+    chart here, which a click pays once per chart on the page. Every builder in `feature_lens_core.charts`
+    is validated by the tests instead (tests/app/test_charts.py), so the spec is passed on as it is.
+    """
+    return (where or st).vega_lite_chart(spec=chart.to_dict(validate=False), **options)
+
+
 def ranking_chart(frame: pd.DataFrame, title: str, key: str) -> None:
     """A ranked bar chart; clicking a bar makes it the new target."""
     if frame.empty:
         st.info(f"{title}: nothing to rank. Add SAEs on this side of the target in the sidebar.")
         return
-    chart = charts.ranked_bars(frame, title)
-    st.altair_chart(
-        chart,
+    draw_chart(
+        charts.ranked_bars(frame, title),
         key=key,
         on_select=lambda: _pick_target(key, charts.PICK),
         selection_mode=charts.PICK,
@@ -463,7 +474,7 @@ def token_panel(view: state.ViewState, tokens: list[str]) -> None:
     strip = feature_on_tokens(tokens, acts, view.feature)
     st.html(highlighted_tokens(tokens, strip["activation"].tolist(), view.pos))
     key = f"strip_{state.fingerprint(view)}"
-    event = st.altair_chart(
+    event = draw_chart(
         charts.token_strip(strip, view.pos),
         key=key,
         on_select="rerun",

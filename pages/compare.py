@@ -51,7 +51,7 @@ for direction in view.directions:
     st.subheader(f"{direction.capitalize()} of the target")
     pairs = agreement.paired_scores(widgets.labelled(exact.frame, view.model), estimates)
     plot, numbers = st.columns([3, 2])
-    plot.altair_chart(charts.method_scatter(pairs), width="stretch")
+    widgets.draw_chart(charts.method_scatter(pairs), plot, width="stretch")
     with numbers:
         st.markdown("**Agreement with activation patching**")
         st.dataframe(

@@ -49,7 +49,7 @@ if card is not None:
 if on_prompt is not None:
     st.subheader("On your prompt")
     st.html(widgets.highlighted_tokens(on_prompt["token"].tolist(), on_prompt["activation"].tolist(), view.pos))
-    st.altair_chart(charts.token_strip(on_prompt, view.pos), width="stretch", height=64)
+    widgets.draw_chart(charts.token_strip(on_prompt, view.pos), width="stretch", height=64)
 
 if card is not None:
     left, right = st.columns([3, 2])

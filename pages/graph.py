@@ -48,7 +48,7 @@ if tokens is not None:
     elif found is not None:
         order = [n for n in circuits.forward_order(view.model, view.saes) if n in set(found.nodes["sae"])]
         key = f"graph_{state.fingerprint(view, direction, depth, nodes)}"
-        st.altair_chart(
+        widgets.draw_chart(
             charts.graph_chart(found.nodes, found.edges, order, tokens),
             key=key,
             on_select=widgets.open_clicked_feature(key),

@@ -81,7 +81,7 @@ else:
         else:
             points, coherence = found
             key = f"map_{state.fingerprint(view, prompt_set, clusters)}"
-            st.altair_chart(
+            widgets.draw_chart(
                 charts.cluster_map(points),
                 key=key,
                 on_select=widgets.open_clicked_feature(key, view.pos),
