@@ -41,7 +41,7 @@ if card is not None:
     here = on_prompt["activation"].iloc[view.pos] if on_prompt is not None and view.pos < len(on_prompt) else None
     peak = on_prompt["activation"].max() if on_prompt is not None else None
     cells = st.columns(4)
-    cells[0].metric("Fires on", f"{card.density:.2%} of tokens" if card.density is not None else "n/a")
+    cells[0].metric("Share of tokens it fires on", f"{card.density:.2%}" if card.density is not None else "n/a")
     cells[1].metric("Mean activation", f"{card.mean_activation:.3f}" if card.mean_activation is not None else "n/a")
     cells[2].metric("At the target token", f"{here:.3f}" if here is not None else "n/a")
     cells[3].metric("Highest on the prompt", f"{peak:.3f}" if peak is not None else "n/a")
