@@ -346,16 +346,20 @@ def labelled(frame: pd.DataFrame, model: str) -> pd.DataFrame:
     return charts.add_labels(frame, _label_of(model))
 
 
-def _pick_target(key: str, param: str) -> None:
-    """Chart-click callback: the clicked bar becomes the target (error nodes cannot be targets)."""
+def _pick_target(key: str, param: str, position: int | None = None) -> bool:
+    """Chart-click callback: the clicked mark becomes the target, at its own position or else `position`.
+
+    Returns whether it did: nothing may be selected, and error nodes cannot be targets.
+    """
     rows = charts.selected_rows(st.session_state.get(key), param)
     if not rows:
-        return
+        return False
     row = rows[0]
     if row.get("kind") == "error" or int(row.get("feature", -1)) < 0:
         st.toast("An error node is what the SAE fails to explain; it cannot be a target.", icon=":material/info:")
-        return
-    state.set_target(str(row["sae"]), int(row["feature"]), int(row["position"]))
+        return False
+    state.set_target(str(row["sae"]), int(row["feature"]), int(row.get("position", position or 0)))
+    return True
 
 
 @contextmanager
@@ -380,12 +384,8 @@ def open_clicked_feature(key: str, position: int | None = None) -> Callable[[], 
     position, or `position`) and `follow_to_feature` opens its Feature page on the rerun."""
 
     def callback() -> None:
-        rows = charts.selected_rows(st.session_state.get(key), charts.PICK)
-        if not rows or rows[0].get("kind") == "error":
-            return
-        row = rows[0]
-        state.set_target(str(row["sae"]), int(row["feature"]), int(row.get("position", position or 0)))
-        st.session_state[OPEN_FEATURE] = True
+        if _pick_target(key, charts.PICK, position):
+            st.session_state[OPEN_FEATURE] = True
 
     return callback
 

@@ -31,6 +31,7 @@ TEXTS = [
 PROMPT = "To be, or not to be: that is the question of the stage."
 CORRUPT = "To be, or not to be: this is the question of the stage."  # same token length as PROMPT
 OTHER_LENGTH = "All the world is a stage, and men and women are the players."
+PROMPTS = [TEXTS[0], TEXTS[3], PROMPT]  # a small prompt set for the runs over many prompts
 
 
 def tiny_model(n_layers: int = 3, seed: int = 0) -> HookedTransformer:

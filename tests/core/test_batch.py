@@ -19,10 +19,9 @@ from feature_lens_core.batch import (
 from feature_lens_core.errors import FeatureLensError
 from feature_lens_core.ranking import FeatureRef, activations, rank
 from tests.core.test_cli import tiny_cli  # noqa: F401  (a fixture: the CLI against the tiny model)
-from tests.helpers import PROMPT, TEXTS
+from tests.helpers import PROMPT, PROMPTS, TEXTS
 
 pytestmark = pytest.mark.unit
-PROMPTS = [TEXTS[0], TEXTS[3], PROMPT]
 KEY = ["sae", "kind", "feature"]
 FEW = ("L0.resid_pre", "L0.attn_z", "L1.resid_pre", "L1.attn_z", "L2.resid_pre")
 

@@ -15,10 +15,9 @@ from feature_lens_core.clustering import (
     label_tokens,
 )
 from feature_lens_core.errors import FeatureLensError
-from tests.helpers import PROMPT, TEXTS
+from tests.helpers import PROMPTS
 
 pytestmark = pytest.mark.unit
-PROMPTS = [TEXTS[0], TEXTS[3], PROMPT]
 
 
 @pytest.fixture(scope="module")
