@@ -1,6 +1,6 @@
 """How fast each method ranks, against the model's own cost and a naive implementation.
 
-`python benchmarks/bench_methods.py [--quick]` runs each workload in a fresh Python process:
+`python -m benchmarks.bench_methods [--quick]` runs each workload in a fresh Python process:
 
 - `toy`: the built-in model, a 42-token prompt, all 13 built-in SAEs;
 - `gpt2`: a model of GPT-2-small's shape (12 layers, d_model 768, 12 heads, d_mlp 3072, vocabulary 50257) with
@@ -46,14 +46,13 @@ from torch import Tensor
 from transformer_lens import ActivationCache, HookedTransformer, HookedTransformerConfig
 from transformers import PreTrainedTokenizerFast
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the package is not installed: run from the checkout
+import feature_lens_core as flc
+from feature_lens_core import hooks
+from feature_lens_core.methods import ESTIMATORS
+from feature_lens_core.methods.types import Anchor, Baseline
+from feature_lens_core.zoo.tokenizer import BOS, load_tokenizer, save_tokenizer
 
-import feature_lens_core as flc  # noqa: E402
-from feature_lens_core import hooks  # noqa: E402
-from feature_lens_core.methods import Anchor, Baseline  # noqa: E402
-from feature_lens_core.ranking import METHODS as MODULES  # noqa: E402
-from feature_lens_core.zoo.tokenizer import BOS, load_tokenizer, save_tokenizer  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 RESULTS = ROOT / "benchmarks" / "results.json"
 METHODS = ("direct", "attribution", "activation")
@@ -270,7 +269,7 @@ def _method_only(workload: Workload, method: str, direction: str) -> Callable[[]
         side = {n: s for n, s in workload.saes.items() if hooks.is_before(own.write, hooks.site(s).read)}
     side.pop(anchor.sae, None)
     at = Anchor(anchor.sae, workload.saes[anchor.sae], anchor.position, anchor.feature)
-    module = MODULES[method]
+    module = ESTIMATORS[method]
     if direction == "upstream":
         return lambda: module.upstream(workload.model, workload.tokens, side, at, Baseline())
     return lambda: module.downstream(workload.model, workload.tokens, at, side, Baseline())
@@ -499,7 +498,7 @@ def measure_case(workload: Workload, plan: Plan, method: str, direction: str, me
     case: dict = {"method": method, "direction": direction}
 
     def ours() -> pd.DataFrame:
-        return flc.rank(workload.model, workload.saes, workload.prompt, anchor, direction, method)
+        return flc.rank(workload.model, workload.saes, workload.prompt, anchor, direction=direction, method=method)
 
     references = {"F": lambda: forward(workload), "FB": lambda: forward_backward(workload)}
     if memory:
@@ -507,7 +506,13 @@ def measure_case(workload: Workload, plan: Plan, method: str, direction: str, me
     if (method, direction) == ("activation", "upstream") and workload.name == "gpt2":
         # One exhaustive run takes minutes here: it is timed once, after a warm-up on a few candidates.
         flc.rank(
-            workload.model, workload.saes, workload.prompt, anchor, direction, method, candidates=WARM_UP_CANDIDATES
+            workload.model,
+            workload.saes,
+            workload.prompt,
+            anchor,
+            direction=direction,
+            method=method,
+            candidates=WARM_UP_CANDIDATES,
         )
         start = time.perf_counter()
         result = ours()
@@ -639,7 +644,7 @@ def main() -> None:
     started = time.perf_counter()
     results: dict = {
         "date": datetime.date.today().isoformat(),
-        "command": "python benchmarks/bench_methods.py" + (" --quick" if args.quick else ""),
+        "command": "python -m benchmarks.bench_methods" + (" --quick" if args.quick else ""),
         "machine": _machine(),
         "load_average_before": os.getloadavg()[0],
         "workloads": {},

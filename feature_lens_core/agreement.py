@@ -2,14 +2,12 @@
 
 `paired_scores` joins rankings on their nodes, `agreement` summarises each estimate (Spearman rank
 correlation, top-k overlap, and how many of the exact top k a `candidates=3k` run would catch), and
-`measure` runs it over prompts and targets on a model. The Compare page and docs/methods.md use these.
-
-    python -m feature_lens_core.agreement        # the table in docs/methods.md, on the built-in model
+`measure` runs it over prompts and targets on a model. The Compare page and the table in docs/methods.md
+(`python -m scripts.agreement_table`) use these.
 """
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Mapping, Sequence
 
 import pandas as pd
@@ -21,17 +19,6 @@ from feature_lens_core.ranking import FeatureRef, activations, rank
 NODE_KEY = ["sae", "kind", "feature", "position"]
 AGREEMENT_COLUMNS = ["method", "nodes", "spearman", "top_k", "top_k_overlap", "recall_at_3k"]
 ESTIMATES = ("attribution", "direct")
-
-# Prompts and target SAEs of the table in docs/methods.md (the target is the strongest feature of the
-# SAE at the second-to-last token).
-CASES = [
-    ("Friends, Romans, countrymen, lend me your ears; I come to bury Caesar, not to praise him.", "L2.resid_pre"),
-    ("Now is the winter of our discontent made glorious summer by this sun of York.", "L2.attn_z"),
-    ("O Romeo, Romeo, wherefore art thou Romeo? Deny thy father and refuse thy name.", "L2.transcoder"),
-    ("To be, or not to be, that is the question: whether 'tis nobler in the mind to suffer", "L2.resid_post"),
-    ("If music be the food of love, play on; give me excess of it, that, surfeiting,", "L1.resid_pre"),
-    ("All the world's a stage, and all the men and women merely players; they have their exits", "L2.mlp_out"),
-]
 
 
 def paired_scores(exact: pd.DataFrame, estimates: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
@@ -95,34 +82,12 @@ def measure(
     for prompt, target_sae in cases:
         position = len(model.to_str_tokens(prompt)) - 2
         target = FeatureRef(target_sae, strongest_feature(model, saes[target_sae], prompt, position), position)
-        ranked = {m: rank(model, saes, prompt, target, "upstream", m) for m in ("activation", *ESTIMATES)}
+        ranked = {
+            m: rank(model, saes, prompt, target, direction="upstream", method=m) for m in ("activation", *ESTIMATES)
+        }
         exact = ranked.pop("activation")
         table = agreement(paired_scores(exact, ranked), k)
         table.insert(0, "target", f"{target.sae}:{target.feature}@{target.position}")
         table.insert(0, "prompt", prompt)
         rows.append(table)
     return pd.concat(rows, ignore_index=True)
-
-
-def main(argv: list[str] | None = None) -> None:
-    from feature_lens_core.loading import list_saes, load_model, load_sae
-
-    parser = argparse.ArgumentParser(description="Agreement of the cheap methods with activation patching.")
-    parser.add_argument("--k", type=int, default=10, help="size of the top sets compared")
-    args = parser.parse_args(argv)
-    model = load_model("toy")
-    saes = {name: load_sae("toy", name) for name in list_saes("toy")}
-    table = measure(model, saes, CASES, args.k)
-    table["prompt"] = table["prompt"].str.slice(0, 32) + "…"
-    print(markdown(table))  # noqa: T201
-
-
-def markdown(table: pd.DataFrame) -> str:
-    """A DataFrame as a Markdown table, floats to 3 decimals."""
-    cells = [[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row] for row in table.itertuples(index=False)]
-    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
-
-
-if __name__ == "__main__":
-    main()

@@ -31,10 +31,12 @@ from sae_lens import SAE
 from safetensors.torch import load_file
 from transformer_lens import HookedTransformer
 
-from feature_lens_core import feature_data, hooks
+from feature_lens_core import feature_data, validation
 from feature_lens_core.errors import FeatureLensError
-from feature_lens_core.methods import BASELINES
-from feature_lens_core.ranking import DIRECTIONS, METHODS, FeatureRef, activations, rank, to_tokens
+from feature_lens_core.options import DIRECTIONS, METHODS, BaselineKind, Direction, Method
+from feature_lens_core.ranking import activations, rank
+from feature_lens_core.targets import FeatureRef
+from feature_lens_core.validation import prompt_tokens
 from feature_lens_core.zoo import paths
 from feature_lens_core.zoo.tokenizer import load_tokenizer
 
@@ -117,9 +119,9 @@ class FeatureSpec:
 class Settings:
     """How each occurrence is ranked, and when an edge counts as present on it."""
 
-    direction: str
-    method: str
-    baseline: str = "zero"
+    direction: Direction
+    method: Method
+    baseline: BaselineKind = "zero"
     top_k: int | None = None
     min_score: float = 0.0
 
@@ -177,7 +179,9 @@ def rank_prompt(
     parts = []
     for feature, position in zip(found.feature.tolist(), found.position.tolist(), strict=True):
         ref = FeatureRef(spec.sae, feature, position)
-        frame = rank(model, saes, prompt, ref, settings.direction, settings.method, settings.baseline)
+        frame = rank(
+            model, saes, prompt, ref, direction=settings.direction, method=settings.method, baseline=settings.baseline
+        )
         parts.append(edge_scores(frame, settings).assign(anchor_feature=feature))
     edges = pd.DataFrame(columns=PER_PROMPT_COLUMNS)
     if parts:
@@ -212,26 +216,20 @@ def aggregate(per_prompt: pd.DataFrame, found: pd.DataFrame, saes: Mapping[str, 
 
 
 def _check(saes: Mapping[str, SAE], spec: FeatureSpec, settings: Settings) -> None:
-    for value, options, what in (
-        (settings.direction, DIRECTIONS, "direction"),
-        (settings.method, list(METHODS), "method"),
-        (spec.at, AT, "position rule (at)"),
-    ):
-        if value not in options:
-            raise FeatureLensError(f"Unknown {what} {value!r}. Use one of: {', '.join(options)}.")
-    if settings.baseline not in BASELINES or settings.baseline == "corrupt":
+    validation.choice(settings.direction, DIRECTIONS, "direction")
+    validation.choice(settings.method, METHODS, "method")
+    validation.choice(spec.at, AT, "position rule (at)")
+    if settings.baseline not in ("zero", "mean"):
         raise FeatureLensError(
             f"Baseline {settings.baseline!r} cannot be used across prompts: use 'zero' or 'mean' (a corrupt "
             "prompt belongs to one prompt)."
         )
     if spec.sae not in saes:
         raise FeatureLensError(f"SAE '{spec.sae}' is not among the SAEs given ({', '.join(saes)}). Add it.")
-    d_sae = saes[spec.sae].cfg.d_sae
-    if spec.feature is not None and not 0 <= spec.feature < d_sae:
-        raise FeatureLensError(f"Feature {spec.feature} is out of range: '{spec.sae}' has features 0 to {d_sae - 1}.")
-    for value, what in ((spec.max_per_prompt, "max_per_prompt"), (settings.top_k, "top_k")):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise FeatureLensError(f"{what} must be a whole number of at least 1, or None (got {value!r}).")
+    if spec.feature is not None:
+        validation.index(spec.feature, "Feature", saes[spec.sae].cfg.d_sae, f"'{spec.sae}'")
+    validation.count(spec.max_per_prompt, "max_per_prompt", optional=True)
+    validation.count(settings.top_k, "top_k", optional=True)
 
 
 def rank_many(
@@ -239,9 +237,10 @@ def rank_many(
     saes: Mapping[str, SAE],
     prompts: Sequence[str],
     spec: FeatureSpec,
-    direction: str,
-    method: str,
-    baseline: str = "zero",
+    *,
+    direction: Direction,
+    method: Method,
+    baseline: BaselineKind = "zero",
     top_k: int | None = None,
     min_score: float = 0.0,
     executor: Executor | None = None,
@@ -257,9 +256,8 @@ def rank_many(
     if isinstance(prompts, str) or not prompts:
         raise FeatureLensError("Give at least one prompt (a list of strings).")
     for number, prompt in enumerate(prompts, start=1):
-        to_tokens(model, prompt, what=f"prompt {number}")
-    for name, sae in saes.items():
-        hooks.check_fits(model, name, sae)
+        prompt_tokens(model, prompt, what=f"prompt {number}")
+    validation.sae_set(model, saes)
     task = functools.partial(rank_prompt, model, dict(saes), spec, settings)
     results = []
     for done, result in enumerate((executor or SerialExecutor()).map(task, list(enumerate(prompts))), start=1):
@@ -274,9 +272,8 @@ def rank_many(
 
 def held_out_prompts(n: int, length: int = 32) -> list[str]:
     """`n` prompts of `length` tokens from the built-in model's held-out plays, spread evenly over them."""
-    for value, what in ((n, "n"), (length, "length")):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise FeatureLensError(f"{what} must be a whole number of at least 1 (got {value!r}).")
+    validation.count(n, "n")
+    validation.count(length, "length")
     tokens = load_file(str(paths.HELD_OUT_TOKENS))["tokens"]
     if n * length > len(tokens):
         raise FeatureLensError(f"The held-out text has {len(tokens)} tokens: ask for fewer than {n} x {length}.")

@@ -10,7 +10,6 @@ import argparse
 import json
 import math
 import os
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,12 +21,11 @@ from transformer_lens import HookedTransformer
 
 from feature_lens_core import batch, connectome, hooks, loading
 from feature_lens_core.errors import FeatureLensError
-from feature_lens_core.methods import BASELINES
-from feature_lens_core.ranking import DIRECTIONS, METHODS, FeatureRef, activations, rank
+from feature_lens_core.options import BASELINES, DIRECTIONS, GRAPH_DIRECTIONS, METHODS
+from feature_lens_core.ranking import activations, rank
+from feature_lens_core.targets import FeatureRef, LogitDiffRef, LogitRef, Target
 
 FORMATS = ("json", "csv", "table")
-# Signed numbers parse here so that the core's range check, which names the valid range, reports them.
-FEATURE = re.compile(r"^(?P<sae>.+):(?P<feature>-?\d+)@(?P<position>-?\d+)$")
 SAE_COLUMNS = ["name", "hook", "hook_out", "layer", "kind", "d_sae"]
 
 
@@ -45,10 +43,12 @@ def _positive(text: str) -> int:
 
 
 def _feature(text: str) -> FeatureRef:
-    match = FEATURE.match(text)
-    if not match:
-        raise argparse.ArgumentTypeError(f"expected NAME:FEATURE@POSITION such as L2.resid_pre:12@5, got {text!r}")
-    return FeatureRef(match["sae"], int(match["feature"]), int(match["position"]))
+    try:
+        return FeatureRef.parse(text)
+    except FeatureLensError:
+        raise argparse.ArgumentTypeError(
+            f"expected NAME:FEATURE@POSITION such as L2.resid_pre:12@5, got {text!r}"
+        ) from None
 
 
 def parser() -> argparse.ArgumentParser:
@@ -68,12 +68,12 @@ def parser() -> argparse.ArgumentParser:
     acts.add_argument("--prompt", required=True)
     acts.add_argument("--top-k", type=_positive, help="keep the N strongest features at each position")
 
-    ranked = command("rank", "Rank the features upstream or downstream of one feature.")
+    ranked = command("rank", "Rank the features upstream or downstream of one feature, or upstream of a logit.")
     ranked.add_argument("--prompt", required=True)
-    ranked.add_argument("--feature", required=True, type=_feature, help="NAME:FEATURE@POSITION (position 0 is BOS)")
+    _target_arguments(ranked)
     ranked.add_argument("--saes", required=True, help="comma-separated SAE names to rank (NAME[,NAME...])")
     ranked.add_argument("--direction", required=True, choices=DIRECTIONS)
-    ranked.add_argument("--method", required=True, choices=list(METHODS))
+    ranked.add_argument("--method", required=True, choices=METHODS)
     ranked.add_argument("--baseline", choices=BASELINES, default="zero")
     ranked.add_argument("--corrupt-prompt", help="same token length as --prompt (for --baseline corrupt)")
     ranked.add_argument(
@@ -81,12 +81,12 @@ def parser() -> argparse.ArgumentParser:
     )
     ranked.add_argument("--top-k", type=_positive, help="keep the N highest-ranked rows")
 
-    graph = command("graph", "Build the graph of features around one feature, hop by hop, with its faithfulness.")
+    graph = command("graph", "Build the graph around one feature or logit, hop by hop, with its faithfulness.")
     graph.add_argument("--prompt", required=True)
-    graph.add_argument("--feature", required=True, type=_feature, help="NAME:FEATURE@POSITION (position 0 is BOS)")
+    _target_arguments(graph)
     graph.add_argument("--saes", required=True, help="comma-separated SAE names to expand through (NAME[,NAME...])")
-    graph.add_argument("--direction", choices=connectome.GRAPH_DIRECTIONS, default="upstream")
-    graph.add_argument("--method", choices=list(METHODS), default="attribution")
+    graph.add_argument("--direction", choices=GRAPH_DIRECTIONS, default="upstream")
+    graph.add_argument("--method", choices=METHODS, default="attribution")
     graph.add_argument("--hops", type=_positive, default=2, help="expansion steps (default 2)")
     graph.add_argument("--node-budget", type=_positive, default=30, help="most nodes besides the target (default 30)")
     graph.add_argument("--threshold", type=_non_negative, help="keep only edges with |score| at least this")
@@ -103,7 +103,7 @@ def parser() -> argparse.ArgumentParser:
     many.add_argument("--max-per-prompt", type=_positive, help="rank at most the N strongest occurrences per prompt")
     many.add_argument("--saes", required=True, help="comma-separated SAE names to rank (NAME[,NAME...])")
     many.add_argument("--direction", required=True, choices=DIRECTIONS)
-    many.add_argument("--method", required=True, choices=list(METHODS))
+    many.add_argument("--method", required=True, choices=METHODS)
     many.add_argument("--baseline", choices=[b for b in BASELINES if b != "corrupt"], default="zero")
     many.add_argument("--top-k", type=_positive, help="an edge is present where it is among the top K nodes")
     many.add_argument("--out", required=True, help="Parquet file for the aggregated edges")
@@ -111,6 +111,28 @@ def parser() -> argparse.ArgumentParser:
     many.add_argument("--executor", choices=("serial", "ray"), default="serial", help="where the prompts run")
     many.add_argument("--ray-address", help="ray.init address: 'auto' joins this machine's cluster (--executor ray)")
     return main
+
+
+def _target_arguments(command: argparse.ArgumentParser) -> None:
+    """--feature, or --logit TOKEN [--logit-other TOKEN] --position P."""
+    which = command.add_mutually_exclusive_group(required=True)
+    which.add_argument("--feature", type=_feature, help="NAME:FEATURE@POSITION (position 0 is BOS)")
+    which.add_argument("--logit", metavar="TOKEN", help="the next-token logit of TOKEN (one token; mind its space)")
+    command.add_argument("--logit-other", metavar="TOKEN", help="with --logit: rank logit(TOKEN) - logit(OTHER)")
+    command.add_argument("--position", type=int, help="with --logit: the position whose next token it predicts")
+
+
+def _target(args: argparse.Namespace) -> Target:
+    """The target the flags name (argparse has checked that exactly one of --feature and --logit is given)."""
+    if args.feature is not None:
+        if args.logit_other is not None or args.position is not None:
+            raise FeatureLensError("--logit-other and --position go with --logit; --feature has its own position.")
+        return args.feature
+    if args.position is None:
+        raise FeatureLensError("--logit needs --position P: the position whose next token the logit predicts.")
+    if args.logit_other is not None:
+        return LogitDiffRef(args.logit, args.logit_other, args.position)
+    return LogitRef(args.logit, args.position)
 
 
 def _non_negative(text: str) -> float:
@@ -180,12 +202,12 @@ def _run(args: argparse.Namespace) -> None:
     if args.command == "batch":
         _batch(model, args)
         return
-    saes = _load_saes(args.model, args.saes, args.feature.sae)
+    target = _target(args)
     frame = rank(
         model,
-        saes,
+        _load_saes(args.model, args.saes, target),
         args.prompt,
-        args.feature,
+        target,
         direction=args.direction,
         method=args.method,
         baseline=args.baseline,
@@ -198,21 +220,23 @@ def _run(args: argparse.Namespace) -> None:
         sys.stderr.write(f"note: {frame.attrs['note']}\n")
 
 
-def _load_saes(model_name: str, names_text: str, own: str) -> dict[str, SAE]:
-    """The SAEs named in a comma-separated list, plus the chosen feature's own."""
+def _load_saes(model_name: str, names_text: str, target: Target | str) -> dict[str, SAE]:
+    """The SAEs named in a comma-separated list, plus the target feature's own (an SAE name or a target)."""
     names = [n.strip() for n in names_text.split(",") if n.strip()]
-    names += [own] if own not in names else []
+    own = target if isinstance(target, str) else target.sae if isinstance(target, FeatureRef) else None
+    names += [own] if own is not None and own not in names else []
     return {name: loading.load_sae(model_name, name) for name in names}
 
 
 def _graph(model: HookedTransformer, args: argparse.Namespace) -> None:
     if args.format == "csv":
         raise FeatureLensError("A graph is two tables: use --format json or table.")
+    target = _target(args)
     found = connectome.build_graph(
         model,
-        _load_saes(args.model, args.saes, args.feature.sae),
+        _load_saes(args.model, args.saes, target),
         args.prompt,
-        args.feature,
+        target,
         method=args.method,
         direction=args.direction,
         hops=args.hops,
@@ -261,8 +285,8 @@ def _batch(model: HookedTransformer, args: argparse.Namespace) -> None:
             _load_saes(args.model, args.saes, sae_name),
             prompts,
             batch.FeatureSpec(sae_name, feature, args.at, args.max_per_prompt),
-            args.direction,
-            args.method,
+            direction=args.direction,
+            method=args.method,
             baseline=args.baseline,
             top_k=args.top_k,
             executor=executor,

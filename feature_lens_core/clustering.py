@@ -28,11 +28,13 @@ from transformer_lens import HookedTransformer
 
 from feature_lens_core import feature_data
 from feature_lens_core.batch import BatchResult, Executor, FeatureSpec, Progress, rank_many
-from feature_lens_core.errors import FeatureLensError
-from feature_lens_core.ranking import FeatureRef, _other_side
+from feature_lens_core.errors import FeatureLensError, NothingToRank
+from feature_lens_core.options import DIRECTIONS, Direction, Method
+from feature_lens_core.ranking import other_side
+from feature_lens_core.targets import FeatureRef
 
 CLUSTERERS = ("kmeans", "agglomerative")
-SIDES = ("upstream", "downstream")
+SIDES = DIRECTIONS
 MAP_COLUMNS = ["sae", "feature", "label", "cluster", "x", "y", "occurrences"]
 QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
 
@@ -53,7 +55,8 @@ def connection_profiles(
     saes: Mapping[str, SAE],
     prompts: Sequence[str],
     sae: str,
-    method: str = "attribution",
+    *,
+    method: Method = "attribution",
     at: str = "active",
     max_per_prompt: int | None = 8,
     min_occurrences: int = 2,
@@ -75,7 +78,9 @@ def connection_profiles(
     runs, columns = {}, []
     for number, side in enumerate(sides):
         report = None if progress is None else lambda d, n, k=number: progress(k * n + d, len(sides) * n)
-        runs[side] = rank_many(model, saes, prompts, spec, side, method, executor=executor, progress=report)
+        runs[side] = rank_many(
+            model, saes, prompts, spec, direction=side, method=method, executor=executor, progress=report
+        )
         edges = runs[side].edges
         edges = edges[edges.kind == "feature"]
         columns.append(
@@ -87,10 +92,10 @@ def connection_profiles(
     return Profiles(sae, matrix.loc[keep], counts.loc[keep], runs)
 
 
-def _has_side(saes: Mapping[str, SAE], sae: str, side: str) -> bool:
+def _has_side(saes: Mapping[str, SAE], sae: str, side: Direction) -> bool:
     try:
-        _other_side(saes, FeatureRef(sae, 0, 0), side)
-    except FeatureLensError:
+        other_side(saes, FeatureRef(sae, 0, 0), side)
+    except NothingToRank:
         return False
     return True
 

@@ -28,16 +28,28 @@ from sae_lens import SAE
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from feature_lens_core import feature_data, hooks
-from feature_lens_core.errors import FeatureLensError
+from feature_lens_core import feature_data, hooks, validation
+from feature_lens_core.errors import FeatureLensError, NothingToRank
 from feature_lens_core.exclusive import exclusive
-from feature_lens_core.methods import BASELINES, Anchor, Baseline, BaselineValues, run
-from feature_lens_core.ranking import FeatureRef, _check_feature, _other_side, activations, rank, to_tokens
+from feature_lens_core.methods.runner import run
+from feature_lens_core.methods.types import Anchor, BaselineValues, LogitAnchor
+from feature_lens_core.options import (
+    BASELINES,
+    GRAPH_DIRECTIONS,
+    METHODS,
+    BaselineKind,
+    Direction,
+    GraphDirection,
+    Method,
+)
+from feature_lens_core.ranking import activations, anchor_of, other_side, rank
+from feature_lens_core.targets import FeatureRef, LogitDiffRef, Target, node_id
+from feature_lens_core.validation import prompt_tokens
 
-GRAPH_DIRECTIONS = ("upstream", "downstream", "both")
 RANK_FIELDS = ["sae", "hook", "layer", "kind", "feature", "position", "token", "activation"]
 NODE_COLUMNS = ["id", *RANK_FIELDS, "label", "hop", "side"]
 EDGE_COLUMNS = ["source", "target", "score", "hop"]
+LOGIT_NODE = "logits"  # the `sae` column of a logit target node
 ROUNDING = 1e-6  # relative differences below this are float rounding (float32 is ~6e-8)
 
 
@@ -74,9 +86,52 @@ class Graph:
     faithfulness: Faithfulness | None
 
 
-def node_id(sae: str, feature: int, position: int) -> str:
-    """`SAE:FEATURE@POSITION` (as the CLI writes features), `SAE:error@POSITION` for an error node."""
-    return f"{sae}:{'error' if feature < 0 else feature}@{position}"
+def _target_node(
+    model: HookedTransformer, saes: Mapping[str, SAE], prompt: str, tokens: Tensor, target: Target
+) -> dict:
+    """The graph's target node: a feature with its activation, or a logit with its value (kind "logit",
+    feature = the token id, activation = the centred logit or logit difference)."""
+    token = model.to_str_tokens(tokens[0])[target.position]
+    if isinstance(target, FeatureRef):
+        acts = activations(model, saes[target.sae], prompt)
+        here = acts[(acts.position == target.position) & (acts.feature == target.feature)]
+        where = hooks.site(saes[target.sae])
+        return {
+            "id": str(target),
+            "sae": target.sae,
+            "hook": where.read,
+            "layer": where.layer,
+            "kind": "feature",
+            "feature": target.feature,
+            "position": target.position,
+            "token": token,
+            "activation": float(here.activation.iloc[0]) if len(here) else 0.0,
+            "label": _label(saes[target.sae], target.feature),
+            "hop": 0,
+            "side": "target",
+        }
+    anchor = anchor_of(model, saes, target)
+    with exclusive(), torch.no_grad():
+        acts = run(model, tokens[:, : target.position + 1], capture={anchor.read}, stop_at=anchor.read)
+        value = float(anchor.value(acts[anchor.read][0, target.position]))
+    predicted = model.to_single_str_token(validation.token_id(model, target.token))
+    label = f"logit {predicted!r}"
+    if isinstance(target, LogitDiffRef):
+        label += f" - {model.to_single_str_token(validation.token_id(model, target.other))!r}"
+    return {
+        "id": str(target),
+        "sae": LOGIT_NODE,
+        "hook": anchor.read,
+        "layer": model.cfg.n_layers,
+        "kind": "logit",
+        "feature": validation.token_id(model, target.token),
+        "position": target.position,
+        "token": token,
+        "activation": value,
+        "label": label,
+        "hop": 0,
+        "side": "target",
+    }
 
 
 def _label(sae: SAE, feature: int) -> str:
@@ -85,25 +140,11 @@ def _label(sae: SAE, feature: int) -> str:
     return feature_data.feature_labels(sae)[feature] or f"#{feature}"
 
 
-def _baseline(model: HookedTransformer, tokens: Tensor, kind: str, corrupt_prompt: str | None) -> Baseline:
-    """The Baseline `rank` would build for these arguments (rank itself validates them first)."""
-    if kind not in BASELINES:
-        raise FeatureLensError(f"Unknown baseline {kind!r}. Use one of: {', '.join(BASELINES)}.")
-    if kind != "corrupt":
-        return Baseline(kind, None, feature_data.mean_activations if kind == "mean" else None)
-    if corrupt_prompt is None:
-        raise FeatureLensError("The 'corrupt' baseline needs a corrupt prompt. Give one of the same token length.")
-    corrupt = to_tokens(model, corrupt_prompt, what="corrupt prompt")
-    if corrupt.shape != tokens.shape:
-        raise FeatureLensError("The corrupt prompt must have the same token length as the prompt.")
-    return Baseline(kind, corrupt)
-
-
 def ablate_outside(
     model: HookedTransformer,
     tokens: Tensor,
     universe: Mapping[str, SAE],
-    target: Anchor,
+    target: Anchor | LogitAnchor,
     keep: Mapping[str, Bool[Tensor, "rows pos d_sae_plus_1"]],
     base: Mapping[str, BaselineValues],
 ) -> Float[Tensor, " rows"]:
@@ -111,7 +152,7 @@ def ablate_outside(
     sets every other node of `universe` to its baseline. Column 0 of `keep` is the error node, column f + 1
     feature f; `tokens` end at the target's position."""
     rows = len(next(iter(keep.values())))
-    read = hooks.site(target.sae).read
+    read = target.read
     sites = {name: hooks.site(sae) for name, sae in universe.items()}
     writers: dict[str, list[str]] = {}
     for name in universe:
@@ -122,8 +163,9 @@ def ablate_outside(
     def ablate(name: str, act: Tensor) -> Tensor:
         sae, where, kept = universe[name], sites[name], keep[name]
         x = act if where.read == where.write else seen[where.read]
-        acts = hooks.encode(sae, x).to(act.dtype)
-        error = hooks.flat(act, where.write) - hooks.reconstruction(sae, x, where.write).to(act.dtype)
+        codes = hooks.encode(sae, x)
+        acts = codes.to(act.dtype)
+        error = hooks.error(sae, x, act, where.write, acts=codes)
         features = torch.where(kept[..., 1:], acts, base[name].features)
         errors = torch.where(kept[..., :1], error, base[name].error)
         delta = (features - acts) @ hooks.decoder(sae, act.dtype) + (errors - error)
@@ -147,16 +189,17 @@ def ablate_outside(
             stop_at=read,
             edits={hook: edit_at(hook) for hook in set(writers) | stash},
         )
-        return hooks.encode(target.sae, acts[read])[:, target.position, target.feature]
+        return target.value(acts[read][:, target.position])
 
 
 def faithfulness(
     model: HookedTransformer,
     saes: Mapping[str, SAE],
     prompt: str,
-    target: FeatureRef,
+    target: Target,
     nodes: pd.DataFrame,
-    baseline: str = "zero",
+    *,
+    baseline: BaselineKind = "zero",
     corrupt_prompt: str | None = None,
 ) -> Faithfulness:
     """How much of `target`'s activation the upstream `nodes` (rows with sae, feature, position; feature -1 for
@@ -164,16 +207,16 @@ def faithfulness(
 
     Rows of other SAEs or later positions are ignored, so a Graph's nodes or a `rank` frame can be passed.
     """
-    tokens = to_tokens(model, prompt)
-    _check_feature(saes, target, tokens.shape[1])
-    for name, sae in saes.items():
-        hooks.check_fits(model, name, sae)
+    validation.choice(baseline, BASELINES, "baseline")
+    validation.sae_set(model, saes)
+    tokens = prompt_tokens(model, prompt)
+    validation.check_target(saes, target, tokens.shape[1])
     missing = ", ".join(sorted({"sae", "feature", "position"} - set(nodes.columns)))
     if missing:
         raise FeatureLensError(f"The nodes need columns sae, feature and position: {missing} missing.")
-    universe = _other_side(saes, target, "upstream")
+    universe = other_side(saes, target, "upstream")
     q = target.position
-    base = _baseline(model, tokens, baseline, corrupt_prompt).values(model, universe, q + 1)
+    base = validation.baseline(model, tokens, baseline, corrupt_prompt).values(model, universe, q + 1)
     inside = nodes.loc[nodes.sae.isin(list(universe)) & (nodes.position <= q)]
     for name in set(inside.sae):
         features = inside.feature[inside.sae == name]
@@ -182,13 +225,15 @@ def faithfulness(
     tokens = tokens[:, : q + 1]
     keep = {}
     for name, sae in universe.items():
-        mask = torch.zeros(3, q + 1, sae.cfg.d_sae + 1, dtype=torch.bool)
+        mask = torch.zeros(3, q + 1, sae.cfg.d_sae + 1, dtype=torch.bool, device=tokens.device)
         mask[0] = True  # row 0 keeps everything (the clean run), row 1 nothing, row 2 the given nodes
         mine = inside.loc[inside.sae == name]
-        positions, features = (torch.tensor(mine[c].to_numpy(np.int64)) for c in ("position", "feature"))
+        positions, features = (
+            torch.tensor(mine[c].to_numpy(np.int64), device=tokens.device) for c in ("position", "feature")
+        )
         mask[2, positions, features + 1] = True
         keep[name] = mask
-    anchor = Anchor(target.sae, saes[target.sae], q, target.feature)
+    anchor = anchor_of(model, saes, target)
     with exclusive():
         full, empty, kept = ablate_outside(model, tokens, universe, anchor, keep, base).tolist()
     return Faithfulness(full, empty, kept)
@@ -198,8 +243,9 @@ def _expand(
     model: HookedTransformer,
     saes: Mapping[str, SAE],
     prompt: str,
+    target: Target,
     start: dict,
-    side: str,
+    side: Direction,
     limits: tuple[int, int, float | None],
     settings: dict,
     nodes: dict[str, dict],
@@ -213,15 +259,17 @@ def _expand(
         allowance = math.ceil((budget - added) / (hops - hop + 1))
         frames = []
         for node in frontier:
-            if node["kind"] != "feature":
-                continue
-            ref = FeatureRef(node["sae"], int(node["feature"]), int(node["position"]))
-            if node is not start:
+            if node is start:
+                ref = target
+            elif node["kind"] == "feature":
+                ref = FeatureRef(node["sae"], int(node["feature"]), int(node["position"]))
                 try:
-                    _other_side(saes, ref, side)
-                except FeatureLensError:
+                    other_side(saes, ref, side)
+                except NothingToRank:
                     continue  # nothing on that side of this node: it stays a leaf
-            frame = rank(model, saes, prompt, ref, side, **settings)
+            else:
+                continue  # error nodes are leaves
+            frame = rank(model, saes, prompt, ref, direction=side, **settings)
             frames.append(frame.assign(parent=node["id"]))
         if not frames or allowance <= 0:
             return
@@ -252,13 +300,14 @@ def build_graph(
     model: HookedTransformer,
     saes: Mapping[str, SAE],
     prompt: str,
-    target: FeatureRef,
-    method: str = "attribution",
-    direction: str = "upstream",
+    target: Target,
+    *,
+    method: Method = "attribution",
+    direction: GraphDirection = "upstream",
     hops: int = 2,
     threshold: float | None = None,
     node_budget: int = 30,
-    baseline: str = "zero",
+    baseline: BaselineKind = "zero",
     corrupt_prompt: str | None = None,
 ) -> Graph:
     """The graph of nodes that cause (upstream), are caused by (downstream) or both, `target`, `hops` deep.
@@ -274,41 +323,26 @@ def build_graph(
         side: "target", "upstream" or "downstream"), edges (source, target, score, hop) and the
         faithfulness of its upstream nodes.
     """
-    if direction not in GRAPH_DIRECTIONS:
-        raise FeatureLensError(f"Unknown direction {direction!r}. Use one of: {', '.join(GRAPH_DIRECTIONS)}.")
-    for value, what in ((hops, "hops"), (node_budget, "node_budget")):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise FeatureLensError(f"{what} must be a whole number of at least 1 (got {value!r}).")
-    if threshold is not None and not (isinstance(threshold, int | float) and threshold >= 0):
-        raise FeatureLensError(f"threshold must be a number of at least 0, or None (got {threshold!r}).")
-    if target.sae not in saes:
-        raise FeatureLensError(f"SAE '{target.sae}' of the target is not among the SAEs given. Add it.")
-    tokens = to_tokens(model, prompt)
-    acts = activations(model, saes[target.sae], prompt)
-    here = acts[(acts.position == target.position) & (acts.feature == target.feature)]
-    start = {
-        "id": node_id(target.sae, target.feature, target.position),
-        "sae": target.sae,
-        "hook": hooks.site(saes[target.sae]).read,
-        "layer": hooks.site(saes[target.sae]).layer,
-        "kind": "feature",
-        "feature": target.feature,
-        "position": target.position,
-        "token": model.to_str_tokens(tokens[0])[target.position] if 0 <= target.position < tokens.shape[1] else "",
-        "activation": float(here.activation.iloc[0]) if len(here) else 0.0,
-        "label": _label(saes[target.sae], target.feature),
-        "hop": 0,
-        "side": "target",
-    }
+    validation.choice(direction, GRAPH_DIRECTIONS, "direction")
+    validation.choice(method, METHODS, "method")
+    validation.count(hops, "hops")
+    validation.count(node_budget, "node_budget")
+    validation.non_negative(threshold, "threshold")
+    validation.sae_set(model, saes)
+    tokens = prompt_tokens(model, prompt)
+    validation.check_target(saes, target, tokens.shape[1])
+    if direction != "upstream" and not isinstance(target, FeatureRef):
+        raise FeatureLensError(f"A logit target ({target}) has nothing downstream: build its graph upstream.")
+    start = _target_node(model, saes, prompt, tokens, target)
     nodes, edges = {start["id"]: start}, []
     sides = ["upstream", "downstream"] if direction == "both" else [direction]
     shares = [math.ceil(node_budget / 2), node_budget // 2] if direction == "both" else [node_budget]
     settings = {"method": method, "baseline": baseline, "corrupt_prompt": corrupt_prompt}
     for side, share in zip(sides, shares, strict=True):
-        _expand(model, saes, prompt, start, side, (share, hops, threshold), settings, nodes, edges)
+        _expand(model, saes, prompt, target, start, side, (share, hops, threshold), settings, nodes, edges)
     node_frame = pd.DataFrame(list(nodes.values()), columns=NODE_COLUMNS)
     edge_frame = pd.DataFrame(edges, columns=EDGE_COLUMNS)
     faith = None
     if direction != "downstream":
-        faith = faithfulness(model, saes, prompt, target, node_frame, baseline, corrupt_prompt)
+        faith = faithfulness(model, saes, prompt, target, node_frame, baseline=baseline, corrupt_prompt=corrupt_prompt)
     return Graph(node_frame, edge_frame, start["id"], faith)

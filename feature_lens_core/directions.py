@@ -32,8 +32,8 @@ from transformer_lens import HookedTransformer
 
 from feature_lens_core import hooks
 from feature_lens_core.errors import FeatureLensError
-from feature_lens_core.methods import run
-from feature_lens_core.ranking import to_tokens
+from feature_lens_core.methods.runner import run
+from feature_lens_core.validation import prompt_tokens
 
 DIRECTION_HOOKS = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "attn.hook_z", "hook_mlp_out")
 POSITIONS = ("all", "last")
@@ -102,7 +102,7 @@ def _mean_activation(model: HookedTransformer, hook: str, prompts: Sequence[str]
     rows = []
     with torch.no_grad():
         for prompt in prompts:
-            tokens = to_tokens(model, prompt, what=f"prompt in {what}")
+            tokens = prompt_tokens(model, prompt, what=f"prompt in {what}")
             act = hooks.flat(run(model, tokens, capture={hook}, stop_at=hook)[hook][0], hook)
             rows.append(act[-1:] if positions == "last" else act[first:])
     return torch.cat(rows).double().mean(0)

@@ -237,6 +237,18 @@ def reconstruction(
     return out
 
 
+def error(
+    sae: SAE,
+    read_act: Float[Tensor, "*shape"],
+    write_act: Float[Tensor, "*shape"],
+    write: str,
+    acts: Float[Tensor, "... d_sae"] | None = None,
+) -> Float[Tensor, "... d_write"]:
+    """The SAE's reconstruction error at its write hook, in write space and `write_act`'s dtype: what the model
+    put there minus what the SAE would (`acts` as in `reconstruction`)."""
+    return flat(write_act, write) - reconstruction(sae, read_act, write, acts=acts).to(write_act.dtype)
+
+
 def decoder(sae: SAE, dtype: torch.dtype) -> Float[Tensor, "d_sae d_write"]:
     """Decoder rows in write space, detached and cast to `dtype`."""
     return sae.W_dec.detach().to(dtype)

@@ -157,6 +157,27 @@ def node_change(
     return (0 if error_baseline is None else error_baseline) - error
 
 
+def _run_changed(
+    model: HookedTransformer, prompt: str, hook: str, position: int, change: torch.Tensor, read: str | None
+) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """A full run with `change` added at `hook`, at `position`: the activation at `read` and the logits."""
+    seen = {}
+
+    def add(act, hook):
+        act = act.clone()
+        act[:, position] += change
+        return act
+
+    def grab(act, hook):
+        seen["x"] = act
+
+    logits = model.run_with_hooks(
+        model.to_tokens(prompt),
+        fwd_hooks=[(hook, add)] + ([(read, grab)] if read else []),
+    )
+    return seen.get("x"), logits
+
+
 def target_after(
     model: HookedTransformer,
     prompt: str,
@@ -168,22 +189,33 @@ def target_after(
     g: int,
 ) -> float:
     """Feature g of `target` at position q, in a full run with `change` added at `hook`, at `position`."""
-    seen = {}
+    read, _ = _run_changed(model, prompt, hook, position, change, target.cfg.metadata.hook_name)
+    return float(target.encode(read[0, q])[g])
 
-    def add(act, hook):
-        act = act.clone()
-        act[:, position] += change
-        return act
 
-    def grab(act, hook):
-        seen["x"] = act
+def centred_logit(logits: torch.Tensor, q: int, token: int, other: int | None = None) -> float:
+    """logit(token) at q minus the mean logit over the vocabulary, or minus logit(other)."""
+    row = logits[0, q].double()
+    return float(row[token] - (row.mean() if other is None else row[other]))
 
-    model.run_with_hooks(
-        model.to_tokens(prompt),
-        return_type=None,
-        fwd_hooks=[(hook, add), (target.cfg.metadata.hook_name, grab)],
-    )
-    return float(target.encode(seen["x"][0, q])[g])
+
+def brute_force_logit(
+    model: HookedTransformer,
+    prompt: str,
+    source: SAE,
+    position: int,
+    feature: int,
+    q: int,
+    token: int,
+    other: int | None = None,
+) -> float:
+    """The logit target (clean) minus the logit target with one node ablated, from two full forward passes."""
+    with torch.no_grad():
+        cache = cache_of(model, prompt)
+        clean = centred_logit(model(model.to_tokens(prompt)), q, token, other)
+        change = node_change(source, cache, position, feature, 0.0, None)
+        _, logits = _run_changed(model, prompt, write_hook(source), position, change, None)
+        return clean - centred_logit(logits, q, token, other)
 
 
 def cache_of(model: HookedTransformer, prompt: str) -> ActivationCache:

@@ -26,21 +26,18 @@ from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
 
 from feature_lens_core import hooks
-from feature_lens_core.methods import (
-    Anchor,
-    Baseline,
-    Edit,
-    Nodes,
-    Scored,
-    anchor_activation,
+from feature_lens_core.methods.nodes import (
     anchor_delta,
-    batch_size,
+    downstream_allowed,
     node_keys,
-    reachable,
-    run,
-    source_nodes,
     target_nodes,
+    target_value,
+    token_strings,
+    upstream_hooks,
+    upstream_nodes,
 )
+from feature_lens_core.methods.runner import Edit, batch_size, run
+from feature_lens_core.methods.types import Anchor, Baseline, Nodes, Scored, Target
 
 
 def _clean_run(
@@ -94,7 +91,7 @@ def _resume(
     start = hooks.start_layer(write)
     rows = len(positions) + 1
     residual = clean[hooks.block_input(start)][:, first : last + 1].expand(rows, -1, -1)
-    changed = torch.arange(1, rows)
+    changed = torch.arange(1, rows, device=positions.device)
 
     def edit(act: Tensor) -> Tensor:
         act = act.clone()
@@ -125,17 +122,17 @@ def _ablate(
     clean: Mapping[str, Tensor],
     past: TransformerLensKeyValueCache,
     nodes: Nodes,
-    target: Anchor,
+    target: Target,
 ) -> Float[Tensor, " n"]:
     """Exact scores of `nodes` on the target, batched by position; nodes that change nothing score 0."""
-    write, read, q = hooks.site(nodes.sae).write, hooks.site(target.sae).read, target.position
-    scores = torch.zeros(len(nodes.positions), dtype=nodes.delta.dtype)
+    write, read, q = hooks.site(nodes.sae).write, target.read, target.position
+    scores = torch.zeros(len(nodes.positions), dtype=nodes.delta.dtype, device=nodes.delta.device)
     moving = (nodes.delta != 0).any(-1)
     for p in nodes.positions.unique().tolist():
         at_p = (moving & (nodes.positions == p)).nonzero().flatten()
         for chunk in at_p.split(batch_size(model, q + 1 - p)):
             read_act = _resume(model, clean, past, write, nodes.positions[chunk], nodes.delta[chunk], p, q, {read})
-            g = hooks.encode(target.sae, read_act[read][:, q - p])[:, target.feature]
+            g = target.value(read_act[read][:, q - p])
             scores[chunk] = (g[0] - g[1:]).to(scores.dtype)
     return scores
 
@@ -144,7 +141,7 @@ def upstream(
     model: HookedTransformer,
     tokens: Tensor,
     sources: Mapping[str, SAE],
-    target: Anchor,
+    target: Target,
     baseline: Baseline,
     keep: Mapping[str, Int[Tensor, " k"]] | None = None,
 ) -> list[Scored]:
@@ -152,21 +149,16 @@ def upstream(
     `keep[name]`, if given)."""
     q = target.position
     tokens = tokens[:, : q + 1]
-    str_tokens = model.to_str_tokens(tokens[0])
-    sites = {name: hooks.site(sae) for name, sae in sources.items()}
-    read = hooks.site(target.sae).read
-    wanted = {h for s in sites.values() for h in (s.read, s.write, hooks.block_input(hooks.start_layer(s.write)))}
+    read = target.read
+    resumes = {hooks.block_input(hooks.start_layer(hooks.site(sae).write)) for sae in sources.values()}
     with torch.no_grad():
-        clean, past = _clean_run(model, tokens, wanted | {read}, stop_at=read)
-        anchor_activation(target, clean[read][0], str_tokens, every_position=False)  # type: ignore[arg-type]
-        base = baseline.values(model, sources, q + 1)
+        clean, past = _clean_run(model, tokens, upstream_hooks(sources, target) | resumes, stop_at=read)
+        target_value(target, clean[read][0], token_strings(model, tokens))
         out = []
-        for name, sae in sources.items():
-            where = sites[name]
-            allowed = reachable(where.write, read, q + 1, q, upstream=True)
-            nodes = source_nodes(name, sae, clean[where.read][0], clean[where.write][0], base[name], allowed)
+        for nodes in upstream_nodes(model, sources, target, baseline, clean):
             if keep is not None:
-                nodes = nodes.subset(torch.isin(node_keys(sae, nodes.positions, nodes.features), keep[name]))
+                wanted = torch.isin(node_keys(nodes.sae, nodes.positions, nodes.features), keep[nodes.name])
+                nodes = nodes.subset(wanted)
             out.append(nodes.scored(_ablate(model, clean, past, nodes, target)))
     return out
 
@@ -177,15 +169,15 @@ def downstream(
     """Exact scores of the source's ablation on every active feature of every target SAE: one patched pass."""
     where, p = hooks.site(source.sae), source.position
     n_pos = tokens.shape[1]
-    str_tokens = model.to_str_tokens(tokens[0])
     reads = {hooks.site(sae).read for sae in targets.values()}
     residual_hook = hooks.block_input(hooks.start_layer(where.write))
     with torch.no_grad():
         capture = reads | {where.read, where.write, residual_hook}
         clean, past = _clean_run(model, tokens, capture, stop_at=max(reads, key=hooks.order))
         base = baseline.values(model, {source.name: source.sae}, n_pos)[source.name]
-        delta = anchor_delta(source, clean[where.read][0], base, str_tokens, clean[where.write].dtype)  # type: ignore[arg-type]
-        patched = _resume(model, clean, past, where.write, torch.tensor([p]), delta[None], p, n_pos - 1, reads)
+        delta = anchor_delta(source, clean[where.read][0], base, token_strings(model, tokens), clean[where.write].dtype)
+        at_p = torch.tensor([p], device=delta.device)
+        patched = _resume(model, clean, past, where.write, at_p, delta[None], p, n_pos - 1, reads)
         out = []
         for name, sae in targets.items():
             read = hooks.site(sae).read
@@ -194,6 +186,6 @@ def downstream(
             if delta.any():  # an ablation that changes nothing (baseline = activation) scores exactly zero
                 rows = hooks.encode(sae, patched[read])  # row 0 unpatched, row 1 patched
                 score[p:] = rows[0] - rows[1]
-            allowed = reachable(where.write, read, n_pos, p, upstream=False)
+            allowed = downstream_allowed(source, read, n_pos, acts.device)
             out.append(target_nodes(name, sae, acts, allowed, score))
     return out

@@ -19,31 +19,27 @@ from transformer_lens import HookedTransformer
 
 from feature_lens_core import hooks
 from feature_lens_core.exclusive import exclusive
-from feature_lens_core.methods import (
-    Anchor,
-    Baseline,
-    Edit,
-    Scored,
-    anchor_activation,
+from feature_lens_core.methods.nodes import (
     anchor_delta,
-    reachable,
-    run,
-    source_nodes,
+    downstream_allowed,
     target_nodes,
-    weights_frozen,
+    target_value,
+    token_strings,
+    upstream_hooks,
+    upstream_nodes,
 )
+from feature_lens_core.methods.runner import Edit, run, weights_frozen
+from feature_lens_core.methods.types import Anchor, Baseline, Scored, Target
 
 
 def upstream(
-    model: HookedTransformer, tokens: Tensor, sources: Mapping[str, SAE], target: Anchor, baseline: Baseline
+    model: HookedTransformer, tokens: Tensor, sources: Mapping[str, SAE], target: Target, baseline: Baseline
 ) -> list[Scored]:
     """First-order scores of every node of every source SAE on the target: one forward, one backward."""
     q = target.position
     tokens = tokens[:, : q + 1]
-    str_tokens = model.to_str_tokens(tokens[0])
-    sites = {name: hooks.site(sae) for name, sae in sources.items()}
-    read = hooks.site(target.sae).read
-    writes = sorted({s.write for s in sites.values()})
+    read = target.read
+    writes = sorted({hooks.site(sae).write for sae in sources.values()})
     leaves: dict[str, Tensor] = {}
 
     def leaf_at(hook: str) -> Edit:
@@ -53,23 +49,18 @@ def upstream(
 
         return edit
 
-    wanted = {h for s in sites.values() for h in (s.read, s.write)} | {read}
-    with exclusive(), weights_frozen(model, target.sae), torch.enable_grad():
-        acts = run(model, tokens, capture=wanted, stop_at=read, edits={w: leaf_at(w) for w in writes})
-        g = anchor_activation(target, acts[read][0], str_tokens, every_position=False)  # type: ignore[arg-type]
+    capture = upstream_hooks(sources, target)
+    with exclusive(), weights_frozen(model, *target.modules), torch.enable_grad():
+        acts = run(model, tokens, capture=capture, stop_at=read, edits={w: leaf_at(w) for w in writes})
+        g = target_value(target, acts[read][0], token_strings(model, tokens))
         grads = torch.autograd.grad(g, [leaves[w] for w in writes], allow_unused=True)
     gradient = {w: torch.zeros_like(leaves[w]) if d is None else d for w, d in zip(writes, grads, strict=True)}
 
     with torch.no_grad():
-        base = baseline.values(model, sources, q + 1)
         out = []
-        for name, sae in sources.items():
-            where = sites[name]
-            allowed = reachable(where.write, read, q + 1, q, upstream=True)
-            nodes = source_nodes(
-                name, sae, acts[where.read][0].detach(), acts[where.write][0].detach(), base[name], allowed
-            )
-            grad = hooks.flat(gradient[where.write][0], where.write)[nodes.positions]
+        for nodes in upstream_nodes(model, sources, target, baseline, acts):
+            write = hooks.site(nodes.sae).write
+            grad = hooks.flat(gradient[write][0], write)[nodes.positions]
             out.append(nodes.scored(-(nodes.delta * grad).sum(-1)))
     return out
 
@@ -79,7 +70,7 @@ def downstream(
 ) -> list[Scored]:
     """First-order scores of the source on every active feature of every target SAE: one forward-mode pass."""
     where = hooks.site(source.sae)
-    str_tokens = model.to_str_tokens(tokens[0])
+    str_tokens = token_strings(model, tokens)
     reads = {hooks.site(sae).read for sae in targets.values()}
     base = baseline.values(model, {source.name: source.sae}, tokens.shape[1])[source.name]
     seen: dict[str, Tensor] = {}
@@ -89,7 +80,7 @@ def downstream(
         return act
 
     def perturb(act: Tensor) -> Tensor:
-        delta = anchor_delta(source, seen.get("read", act)[0], base, str_tokens, act.dtype)  # type: ignore[arg-type]
+        delta = anchor_delta(source, seen.get("read", act)[0], base, str_tokens, act.dtype)
         tangent = torch.zeros_like(act)
         tangent[0, source.position] = hooks.unflat(model, delta, where.write)
         return fwad.make_dual(act, tangent)
@@ -102,6 +93,6 @@ def downstream(
             read = hooks.site(sae).read
             primal, tangent = fwad.unpack_dual(hooks.encode(sae, acts[read][0]))
             score = torch.zeros_like(primal) if tangent is None else -tangent
-            allowed = reachable(where.write, read, tokens.shape[1], source.position, upstream=False)
+            allowed = downstream_allowed(source, read, tokens.shape[1], primal.device)
             out.append(target_nodes(name, sae, primal, allowed, score))
     return out

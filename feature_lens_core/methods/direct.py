@@ -30,17 +30,17 @@ from transformer_lens import HookedTransformer
 from transformer_lens.components import LayerNorm, LayerNormPre
 
 from feature_lens_core import hooks
-from feature_lens_core.methods import (
-    Anchor,
-    Baseline,
-    Scored,
-    anchor_activation,
+from feature_lens_core.methods.nodes import (
     anchor_delta,
-    reachable,
-    run,
-    source_nodes,
+    downstream_allowed,
     target_nodes,
+    target_value,
+    token_strings,
+    upstream_hooks,
+    upstream_nodes,
 )
+from feature_lens_core.methods.runner import run
+from feature_lens_core.methods.types import Anchor, Baseline, Scored, Target
 
 
 def _norm(model: HookedTransformer, read: str) -> nn.Module:
@@ -94,7 +94,7 @@ def _pull_back(
     """Direct-path gradient w.r.t. the residual stream at each source position, from `grad` at the read."""
     layer, path = hooks.layer_of(read), hooks.read_path(read)
     n_pos = acts[read].shape[1]
-    out = torch.zeros(n_pos, model.cfg.d_model, dtype=grad.dtype)
+    out = torch.zeros(n_pos, model.cfg.d_model, dtype=grad.dtype, device=grad.device)
     norm, scale = _frozen(model, read, acts)
     if path == "residual":
         out[q] = grad
@@ -146,29 +146,24 @@ def _push_forward(
 
 
 def upstream(
-    model: HookedTransformer, tokens: Tensor, sources: Mapping[str, SAE], target: Anchor, baseline: Baseline
+    model: HookedTransformer, tokens: Tensor, sources: Mapping[str, SAE], target: Target, baseline: Baseline
 ) -> list[Scored]:
     """Direct-path scores of every node of every source SAE on the target: one forward pass, then products."""
     q = target.position
     tokens = tokens[:, : q + 1]
-    sites = {name: hooks.site(sae) for name, sae in sources.items()}
-    read = hooks.site(target.sae).read
-    wanted = {h for s in sites.values() for h in (s.read, s.write)} | {read} | _frozen_inputs(model, read)
+    read = target.read
     with torch.no_grad():
-        acts = run(model, tokens, capture=wanted, stop_at=read)
-        anchor_activation(target, acts[read][0], model.to_str_tokens(tokens[0]), every_position=False)  # type: ignore[arg-type]
+        acts = run(model, tokens, capture=upstream_hooks(sources, target) | _frozen_inputs(model, read), stop_at=read)
+        target_value(target, acts[read][0], token_strings(model, tokens))
     with torch.enable_grad():
         x = acts[read][0, q].detach().requires_grad_(True)
-        (gate,) = torch.autograd.grad(hooks.encode(target.sae, x)[target.feature], x)
+        # The target's own readout at its clean input: an SAE's encoder gate, or ln_final at its clean scale.
+        (gate,) = torch.autograd.grad(target.value(x, frozen_norm=True), x)
     with torch.no_grad():
         pulled = _pull_back(model, read, acts, gate.to(acts[read].dtype), q)
-        base = baseline.values(model, sources, q + 1)
         out = []
-        for name, sae in sources.items():
-            where = sites[name]
-            allowed = reachable(where.write, read, q + 1, q, upstream=True)
-            nodes = source_nodes(name, sae, acts[where.read][0], acts[where.write][0], base[name], allowed)
-            directions = hooks.residual_directions(model, nodes.delta, where.write)
+        for nodes in upstream_nodes(model, sources, target, baseline, acts):
+            directions = hooks.residual_directions(model, nodes.delta, hooks.site(nodes.sae).write)
             out.append(nodes.scored(-(directions * pulled[nodes.positions]).sum(-1)))
     return out
 
@@ -188,8 +183,7 @@ def downstream(
             stop_at=max(reads, key=hooks.order),
         )
         base = baseline.values(model, {source.name: source.sae}, tokens.shape[1])[source.name]
-        str_tokens = model.to_str_tokens(tokens[0])
-        delta = anchor_delta(source, acts[where.read][0], base, str_tokens, acts[where.write].dtype)  # type: ignore[arg-type]
+        delta = anchor_delta(source, acts[where.read][0], base, token_strings(model, tokens), acts[where.write].dtype)
         direction = hooks.residual_directions(model, delta, where.write)
         out = []
         for name, sae in targets.items():
@@ -203,6 +197,6 @@ def downstream(
                 with fwad.dual_level():
                     moved = hooks.encode(sae, fwad.make_dual(acts[read][0][reached], change[reached]))
                     tangent[reached] = fwad.unpack_dual(moved).tangent
-            allowed = reachable(where.write, read, tokens.shape[1], source.position, upstream=False)
+            allowed = downstream_allowed(source, read, tokens.shape[1], primal.device)
             out.append(target_nodes(name, sae, primal, allowed, -tangent))
     return out

@@ -27,37 +27,33 @@ from sae_lens import SAE
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from feature_lens_core import hooks
-from feature_lens_core.errors import FeatureLensError
+from feature_lens_core import hooks, validation
 from feature_lens_core.exclusive import exclusive
-from feature_lens_core.methods import (
-    Anchor,
-    Baseline,
-    Nodes,
-    Scored,
-    anchor_activation,
+from feature_lens_core.methods.nodes import (
     anchor_delta,
-    batch_size,
-    reachable,
-    run,
+    downstream_allowed,
     source_nodes,
     target_nodes,
-    weights_frozen,
+    target_value,
+    token_strings,
+    upstream_hooks,
+    upstream_nodes,
 )
+from feature_lens_core.methods.runner import batch_size, run, weights_frozen
+from feature_lens_core.methods.types import Anchor, Baseline, Nodes, Scored, Target
 
 STEPS = 10
 
 
-def alphas(steps: int, dtype: torch.dtype) -> Float[Tensor, " steps"]:
+def alphas(steps: int, dtype: torch.dtype, device: torch.device | str = "cpu") -> Float[Tensor, " steps"]:
     """The interpolation points k/N, k = 0..N-1 (left Riemann sum)."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise FeatureLensError(f"steps must be a whole number of at least 1 (got {steps!r}).")
-    return torch.arange(steps, dtype=dtype) / steps
+    validation.count(steps, "steps")
+    return torch.arange(steps, dtype=dtype, device=device) / steps
 
 
 def total_delta(nodes: Nodes, n_pos: int) -> Float[Tensor, "pos d_write"]:
     """What ablating all of `nodes` at once adds at their SAE's write hook, per position."""
-    total = torch.zeros(n_pos, nodes.delta.shape[-1], dtype=nodes.delta.dtype)
+    total = torch.zeros(n_pos, nodes.delta.shape[-1], dtype=nodes.delta.dtype, device=nodes.delta.device)
     return total.index_add_(0, nodes.positions, nodes.delta)
 
 
@@ -72,18 +68,19 @@ def mean_gradient(
     tokens: Tensor,
     write: str,
     path: Float[Tensor, "pos d_write"],
-    target: Anchor,
+    target: Target,
     steps: int,
 ) -> Float[Tensor, "pos d_write"]:
     """(1/N) sum_k dg/dx [x + (k/N) path] at hook `write`, for the target feature g (tokens end at its position)."""
-    read, q = hooks.site(target.sae).read, target.position
-    points = alphas(steps, path.dtype)
+    read, q = target.read, target.position
+    points = alphas(steps, path.dtype, path.device)
     total = torch.zeros_like(path)
     for chunk in points.split(batch_size(model, tokens.shape[1])):
-        leaf = torch.zeros(len(chunk), *hooks.unflat(model, path, write).shape, dtype=path.dtype, requires_grad=True)
+        shape = (len(chunk), *hooks.unflat(model, path, write).shape)
+        leaf = torch.zeros(shape, dtype=path.dtype, device=path.device, requires_grad=True)
         shift = _along(model, write, path, chunk)
         # Frozen weights: the pass keeps only what the gradient w.r.t. the leaf needs.
-        with exclusive(), weights_frozen(model, target.sae), torch.enable_grad():
+        with exclusive(), weights_frozen(model, *target.modules), torch.enable_grad():
             acts = run(
                 model,
                 tokens.expand(len(chunk), -1),
@@ -91,7 +88,7 @@ def mean_gradient(
                 stop_at=read,
                 edits={write: lambda act, shift=shift, leaf=leaf: act + shift.to(act.dtype) + leaf},
             )
-            g = hooks.encode(target.sae, acts[read])[:, q, target.feature]
+            g = target.value(acts[read][:, q])
             (grad,) = torch.autograd.grad(g.sum(), leaf)
         total += hooks.flat(grad, write).sum(0).to(total.dtype)
     return total / steps
@@ -101,7 +98,7 @@ def upstream(
     model: HookedTransformer,
     tokens: Tensor,
     sources: Mapping[str, SAE],
-    target: Anchor,
+    target: Target,
     baseline: Baseline,
     steps: int = STEPS,
 ) -> list[Scored]:
@@ -109,19 +106,14 @@ def upstream(
     alphas(steps, torch.float64)  # refuse a bad step count before any pass
     q = target.position
     tokens = tokens[:, : q + 1]
-    sites = {name: hooks.site(sae) for name, sae in sources.items()}
-    read = hooks.site(target.sae).read
-    wanted = {h for s in sites.values() for h in (s.read, s.write)} | {read}
+    read = target.read
     with torch.no_grad():
-        clean = run(model, tokens, capture=wanted, stop_at=read)
-        anchor_activation(target, clean[read][0], model.to_str_tokens(tokens[0]))  # type: ignore[arg-type]
-        base = baseline.values(model, sources, q + 1)
+        clean = run(model, tokens, capture=upstream_hooks(sources, target), stop_at=read)
+        target_value(target, clean[read][0], token_strings(model, tokens))
         out = []
-        for name, sae in sources.items():
-            where = sites[name]
-            allowed = reachable(where.write, read, q + 1, q, upstream=True)
-            nodes = source_nodes(name, sae, clean[where.read][0], clean[where.write][0], base[name], allowed)
-            gradient = mean_gradient(model, tokens, where.write, total_delta(nodes, q + 1), target, steps)
+        for nodes in upstream_nodes(model, sources, target, baseline, clean):
+            write = hooks.site(nodes.sae).write
+            gradient = mean_gradient(model, tokens, write, total_delta(nodes, q + 1), target, steps)
             out.append(nodes.scored(-(nodes.delta * gradient[nodes.positions]).sum(-1)))
     return out
 
@@ -142,12 +134,12 @@ def downstream(
         clean = run(model, tokens, capture={where.read, where.write}, stop_at=where.write)
         read_act, write_act = clean[where.read][0], clean[where.write][0]
         base = baseline.values(model, {source.name: source.sae}, n_pos)[source.name]
-        delta = anchor_delta(source, read_act, base, model.to_str_tokens(tokens[0]), write_act.dtype)  # type: ignore[arg-type]
-        everywhere = torch.ones(n_pos, dtype=torch.bool)
+        delta = anchor_delta(source, read_act, base, token_strings(model, tokens), write_act.dtype)
+        everywhere = torch.ones(n_pos, dtype=torch.bool, device=write_act.device)
         path = total_delta(source_nodes(source.name, source.sae, read_act, write_act, base, everywhere), n_pos)
         primal: dict[str, Tensor] = {}
         derivative: dict[str, Tensor] = {}
-        for chunk in points.to(path.dtype).split(batch_size(model, n_pos)):
+        for chunk in points.to(path.device, path.dtype).split(batch_size(model, n_pos)):
             shift = _along(model, where.write, path, chunk)
 
             def perturb(act: Tensor, shift: Tensor = shift) -> Tensor:
@@ -170,6 +162,6 @@ def downstream(
                     derivative[name] = derivative.get(name, 0) + change.sum(0)
     out = []
     for name, sae in targets.items():
-        allowed = reachable(where.write, hooks.site(sae).read, n_pos, p, upstream=False)
+        allowed = downstream_allowed(source, hooks.site(sae).read, n_pos, primal[name].device)
         out.append(target_nodes(name, sae, primal[name], allowed, -derivative[name] / steps))
     return out

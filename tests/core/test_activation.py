@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from feature_lens_core import feature_data, methods
+from feature_lens_core import feature_data
 from feature_lens_core.ranking import FeatureRef, rank
 from tests.helpers import CORRUPT, PROMPT, brute_force, cache_of, node_change, write_hook
 
@@ -52,7 +52,14 @@ def assert_matches_brute_force(model, saes, frame, target: FeatureRef, limit: in
 )
 def test_every_node_of_each_source_kind_matches_brute_force(model, saes, strongest, source, all_positions):
     target = FeatureRef("L2.resid_pre", strongest("L2.resid_pre", 12), 12)
-    frame = rank(model, {source: saes[source], target.sae: saes[target.sae]}, PROMPT, target, "upstream", "activation")
+    frame = rank(
+        model,
+        {source: saes[source], target.sae: saes[target.sae]},
+        PROMPT,
+        target,
+        direction="upstream",
+        method="activation",
+    )
     # Exhaustive: every active feature at every position that can reach the target, one error node each.
     positions = list(range(target.position + 1)) if all_positions else [target.position]
     with torch.no_grad():
@@ -65,7 +72,7 @@ def test_every_node_of_each_source_kind_matches_brute_force(model, saes, stronge
 @pytest.mark.parametrize("target_sae", ["L2.attn_z", "L2.transcoder", "L2.mlp_out", "L2.resid_post", "L1.resid_pre"])
 def test_each_target_kind_matches_brute_force(model, saes, strongest, target_sae):
     target = FeatureRef(target_sae, strongest(target_sae, 9), 9)
-    frame = rank(model, saes, PROMPT, target, "upstream", "activation")
+    frame = rank(model, saes, PROMPT, target, direction="upstream", method="activation")
     assert_matches_brute_force(model, saes, frame, target, limit=40)
     # The smallest scores too: they are where a sloppy batched run would show its noise.
     assert_matches_brute_force(model, saes, frame.iloc[::-1], target, limit=10)
@@ -73,17 +80,16 @@ def test_each_target_kind_matches_brute_force(model, saes, strongest, target_sae
 
 def test_chunked_batches_give_the_same_scores(model, saes, strongest, monkeypatch):
     target = FeatureRef("L2.attn_z", strongest("L2.attn_z", 8), 8)
-    whole = rank(model, saes, PROMPT, target, "upstream", "activation")
-    monkeypatch.setattr(methods, "batch_size", lambda *args: 3)
+    whole = rank(model, saes, PROMPT, target, direction="upstream", method="activation")
     monkeypatch.setattr("feature_lens_core.methods.activation.batch_size", lambda *args: 3)
-    chunked = rank(model, saes, PROMPT, target, "upstream", "activation")
+    chunked = rank(model, saes, PROMPT, target, direction="upstream", method="activation")
     torch.testing.assert_close(torch.tensor(chunked.score.to_numpy()), torch.tensor(whole.score.to_numpy()))
 
 
 @pytest.mark.parametrize("source", ["L0.attn_z", "L0.transcoder", "L1.resid_pre", "L1.mlp_out"])
 def test_downstream_one_pass_matches_brute_force(model, saes, strongest, source):
     feature = FeatureRef(source, strongest(source, 5), 5)
-    frame = rank(model, saes, PROMPT, feature, "downstream", "activation")
+    frame = rank(model, saes, PROMPT, feature, direction="downstream", method="activation")
     assert frame.position.min() >= feature.position
     assert (frame.kind == "feature").all()
     for row in frame.head(25).itertuples():
@@ -106,7 +112,7 @@ def test_mean_baseline_matches_brute_force(model, saes, strongest, monkeypatch):
     monkeypatch.setattr(feature_data, "mean_activations", lambda sae: by_id[id(sae)].to(sae.W_dec.dtype))
     target = FeatureRef("L2.resid_pre", strongest("L2.resid_pre", 10), 10)
     picked = {"L1.attn_z": saes["L1.attn_z"], target.sae: saes[target.sae]}
-    frame = rank(model, picked, PROMPT, target, "upstream", "activation", baseline="mean")
+    frame = rank(model, picked, PROMPT, target, direction="upstream", method="activation", baseline="mean")
     mean_of = {n: means[n] for n in picked}
     assert_matches_brute_force(
         model,
@@ -125,8 +131,8 @@ def test_corrupt_baseline_matches_brute_force(model, saes, strongest):
         {source: saes[source], target.sae: saes[target.sae]},
         PROMPT,
         target,
-        "upstream",
-        "activation",
+        direction="upstream",
+        method="activation",
         baseline="corrupt",
         corrupt_prompt=CORRUPT,
     )

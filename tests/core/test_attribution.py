@@ -34,7 +34,7 @@ def finite_difference(model, saes, source: str, position: int, feature: int, tar
 )
 def test_upstream_equals_finite_differences(model, saes, strongest, target_sae, same_layer):
     target = FeatureRef(target_sae, strongest(target_sae, 11), 11)
-    frame = rank(model, saes, PROMPT, target, "upstream", "attribution")
+    frame = rank(model, saes, PROMPT, target, direction="upstream", method="attribution")
     # The largest nodes of every kind, features and errors alike.
     rows = frame.groupby(["sae", "kind"]).head(2)
     assert set(rows.sae) == {n for n in saes if n.startswith(("L0", "L1"))} | same_layer
@@ -47,7 +47,7 @@ def test_upstream_equals_finite_differences(model, saes, strongest, target_sae, 
 @pytest.mark.parametrize("source", ["L0.resid_pre", "L0.attn_z", "L1.transcoder", "L1.mlp_out"])
 def test_downstream_equals_finite_differences(model, saes, strongest, source):
     feature = FeatureRef(source, strongest(source, 6), 6)
-    frame = rank(model, saes, PROMPT, feature, "downstream", "attribution")
+    frame = rank(model, saes, PROMPT, feature, direction="downstream", method="attribution")
     scale = frame.score.abs().max()
     for row in frame.groupby("sae").head(3).itertuples():
         target = FeatureRef(row.sae, row.feature, row.position)

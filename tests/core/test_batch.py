@@ -45,7 +45,7 @@ def by_hand(model, saes, spec: FeatureSpec, direction: str, method: str, top_k: 
         acts = acts.sort_values("activation", ascending=False, kind="stable").head(spec.max_per_prompt or len(acts))
         for occurrence in acts.itertuples():
             ref = FeatureRef(spec.sae, int(occurrence.feature), int(occurrence.position))
-            frame = rank(model, saes, prompt, ref, direction, method)
+            frame = rank(model, saes, prompt, ref, direction=direction, method=method)
             frame["present"] = frame.score.ne(0) & (frame.index < (top_k or len(frame)))
             for key, group in frame.groupby(KEY):
                 rows.append((index, occurrence.feature, *key, group.score.sum(), group.present.any()))
@@ -61,7 +61,7 @@ def by_hand(model, saes, spec: FeatureSpec, direction: str, method: str, top_k: 
 )
 def test_batch_results_are_the_per_prompt_results_added_up(model, few, spec, direction, method, top_k):
     saes = few
-    result = rank_many(model, saes, PROMPTS, spec, direction, method, top_k=top_k)
+    result = rank_many(model, saes, PROMPTS, spec, direction=direction, method=method, top_k=top_k)
     expected = by_hand(model, saes, spec, direction, method, top_k)
     summed = expected.groupby(["prompt", "anchor_feature", *KEY], as_index=False).agg(
         score=("score", "sum"), present=("present", "sum")
@@ -87,7 +87,7 @@ def test_one_feature_at_every_active_position(model, few):
     counts = acts.feature.value_counts()
     feature = int(counts[counts == 3].index[0])
     spec = FeatureSpec("L1.resid_pre", feature, "active")
-    result = rank_many(model, few, [PROMPT, TEXTS[0]], spec, "upstream", "attribution")
+    result = rank_many(model, few, [PROMPT, TEXTS[0]], spec, direction="upstream", method="attribution")
     assert set(result.occurrences.feature) == {feature}
     assert result.occurrences[result.occurrences.prompt == 0].position.tolist() == sorted(
         acts[acts.feature == feature].position
@@ -99,10 +99,12 @@ def test_executors_and_progress(model, few):
     saes = few
     spec = FeatureSpec("L2.resid_pre", None, "last", max_per_prompt=2)
     calls = []
-    serial = rank_many(model, saes, PROMPTS, spec, "upstream", "direct", progress=lambda d, n: calls.append((d, n)))
+    serial = rank_many(
+        model, saes, PROMPTS, spec, direction="upstream", method="direct", progress=lambda d, n: calls.append((d, n))
+    )
     assert calls == [(1, 3), (2, 3), (3, 3)]
     with ThreadPoolExecutor(max_workers=2) as pool:
-        threaded = rank_many(model, saes, PROMPTS, spec, "upstream", "direct", executor=pool)
+        threaded = rank_many(model, saes, PROMPTS, spec, direction="upstream", method="direct", executor=pool)
     pd.testing.assert_frame_equal(serial.edges, threaded.edges)
     pd.testing.assert_frame_equal(serial.per_prompt, threaded.per_prompt)
 
@@ -113,10 +115,12 @@ def test_a_local_ray_cluster_gives_the_serial_results(model, few):
     """Ray workers are separate processes: the task (model and SAEs included) travels through Ray's object store."""
     ray = pytest.importorskip("ray")
     spec = FeatureSpec("L1.resid_pre", None, "last", max_per_prompt=2)
-    serial = rank_many(model, saes, PROMPTS, spec, "upstream", "attribution")
+    serial = rank_many(model, saes, PROMPTS, spec, direction="upstream", method="attribution")
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
-        distributed = rank_many(model, saes, PROMPTS, spec, "upstream", "attribution", executor=RayExecutor())
+        distributed = rank_many(
+            model, saes, PROMPTS, spec, direction="upstream", method="attribution", executor=RayExecutor()
+        )
     finally:
         ray.shutdown()
     pd.testing.assert_frame_equal(serial.edges, distributed.edges)
@@ -167,7 +171,7 @@ def test_cli_batch_writes_the_edges_as_parquet(tiny_cli, model, saes, tmp_path, 
     written = pd.read_parquet(out)
     picked = {n: saes[n] for n in ("L0.attn_z", "L0.resid_pre", "L1.resid_pre")}
     expected = rank_many(
-        model, picked, PROMPTS, FeatureSpec("L1.resid_pre", None, "last", 2), "upstream", "attribution"
+        model, picked, PROMPTS, FeatureSpec("L1.resid_pre", None, "last", 2), direction="upstream", method="attribution"
     )
     pd.testing.assert_frame_equal(written, expected.edges, check_dtype=False)
     pd.testing.assert_frame_equal(pd.read_parquet(per_prompt), expected.per_prompt, check_dtype=False)

@@ -142,7 +142,7 @@ def test_graph_is_expanded_hop_by_hop_within_the_budget(model, setting):
     errors = set(nodes[nodes.kind == "error"].id)
     assert not errors & set(edges.target)  # error nodes are leaves
     assert (nodes[nodes.kind == "error"].label == "error").all() and (nodes[nodes.kind == "error"].feature == -1).all()
-    first = rank(model, saes, PROMPT, target, "upstream", "attribution")
+    first = rank(model, saes, PROMPT, target, direction="upstream", method="attribution")
     assert list(edges[edges.hop == 1].score) == list(first.score.head(5))
     for edge in edges[edges.hop == 2].itertuples():
         parent = nodes.set_index("id").loc[edge.target]
@@ -151,8 +151,8 @@ def test_graph_is_expanded_hop_by_hop_within_the_budget(model, setting):
             saes,
             PROMPT,
             FeatureRef(parent.sae, int(parent.feature), int(parent.position)),
-            "upstream",
-            "attribution",
+            direction="upstream",
+            method="attribution",
         )
         source = nodes.set_index("id").loc[edge.source]
         match = scores[

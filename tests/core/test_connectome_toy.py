@@ -13,7 +13,7 @@ import pytest
 from feature_lens_core.batch import FeatureSpec, held_out_prompts, rank_many
 from feature_lens_core.clustering import cluster_features, connection_profiles, label_coherence
 from feature_lens_core.connectome import build_graph, faithfulness
-from feature_lens_core.connectome_report import LOVE, PARTITION, WAR
+from scripts.connectome_report import LOVE, PARTITION, WAR
 from feature_lens_core.directions import direction_sae, steering_vector
 from feature_lens_core.ranking import FeatureRef, activations, rank
 
@@ -52,11 +52,11 @@ def test_graph_and_faithfulness(toy_model, picked, target):
 
 
 def test_integrated_gradients_in_both_directions(toy_model, picked, target):
-    up = rank(toy_model, picked, PROMPT, target, "upstream", "integrated")
+    up = rank(toy_model, picked, PROMPT, target, direction="upstream", method="integrated")
     assert len(up) > 100 and up.score.abs().is_monotonic_decreasing
     row = up[up.kind == "feature"].iloc[0]
     source = FeatureRef(row.sae, int(row.feature), int(row.position))
-    down = rank(toy_model, picked, PROMPT, source, "downstream", "integrated")
+    down = rank(toy_model, picked, PROMPT, source, direction="downstream", method="integrated")
     match = down[(down.sae == target.sae) & (down.feature == target.feature) & (down.position == Q)]
     assert match.score.iloc[0] == pytest.approx(row.score, rel=1e-4)
 
@@ -64,7 +64,7 @@ def test_integrated_gradients_in_both_directions(toy_model, picked, target):
 def test_batch_over_held_out_text(toy_model, picked):
     prompts = held_out_prompts(3)
     spec = FeatureSpec("L2.resid_pre", None, "last", max_per_prompt=2)
-    result = rank_many(toy_model, picked, prompts, spec, "upstream", "direct")
+    result = rank_many(toy_model, picked, prompts, spec, direction="upstream", method="direct")
     assert len(result.occurrences) == 6 and result.edges.frequency.between(0, 1).all()
     first = result.occurrences.iloc[0]
     frame = rank(
@@ -72,8 +72,8 @@ def test_batch_over_held_out_text(toy_model, picked):
         picked,
         prompts[0],
         FeatureRef(spec.sae, int(first.feature), int(first.position)),
-        "upstream",
-        "direct",
+        direction="upstream",
+        method="direct",
     )
     summed = frame.groupby(["sae", "kind", "feature"]).score.sum()
     mine = result.per_prompt[(result.per_prompt.prompt == 0) & (result.per_prompt.anchor_feature == first.feature)]
@@ -89,15 +89,15 @@ def test_a_steering_vector_is_a_feature(toy_model, picked):
     acts = activations(toy_model, saes["love-war"], prompt)
     position = int(acts.sort_values("activation").position.iloc[-1])
     target = FeatureRef("love-war", 0, position)
-    up = rank(toy_model, saes, prompt, target, "upstream", "attribution")
-    down = rank(toy_model, saes, prompt, target, "downstream", "attribution")
+    up = rank(toy_model, saes, prompt, target, direction="upstream", method="attribution")
+    down = rank(toy_model, saes, prompt, target, direction="downstream", method="attribution")
     assert set(up.sae) == {"L0.resid_pre", "L0.attn_z", "L0.transcoder"} and set(down.sae) == {
         "L1.attn_z",
         "L2.resid_pre",
     }
     source = FeatureRef(up.sae.iloc[0], int(up.feature.iloc[0]), int(up.position.iloc[0]))
     if source.feature >= 0:
-        as_target = rank(toy_model, saes, prompt, source, "downstream", "attribution")
+        as_target = rank(toy_model, saes, prompt, source, direction="downstream", method="attribution")
         assert "love-war" in set(as_target.sae)
     graph = build_graph(toy_model, saes, prompt, target, direction="both", hops=1, node_budget=8)
     assert graph.faithfulness is not None and len(graph.nodes) == 9

@@ -20,7 +20,9 @@ PARTITION = ["L0.resid_pre", "L0.attn_z", "L0.transcoder", "L1.attn_z", "L1.mlp_
 
 
 def direct_sum(model, saes, names: list[str], target: FeatureRef) -> float:
-    frame = rank(model, {n: saes[n] for n in [*names, target.sae]}, PROMPT, target, "upstream", "direct")
+    frame = rank(
+        model, {n: saes[n] for n in [*names, target.sae]}, PROMPT, target, direction="upstream", method="direct"
+    )
     assert set(frame.sae) == set(names)
     return float(frame.score.sum())
 
@@ -74,7 +76,7 @@ def test_mlp_out_target_is_the_mlp_slope_with_frozen_ln2(model, saes, strongest)
     """MLP-out SAEs read through the MLP: the direct path is its Jacobian at the clean input, ln2 frozen."""
     q = 12
     target = FeatureRef("L2.mlp_out", strongest("L2.mlp_out", q), q)
-    frame = rank(model, saes, PROMPT, target, "upstream", "direct")
+    frame = rank(model, saes, PROMPT, target, direction="upstream", method="direct")
     assert (frame[frame.position != q].score == 0).all()
     cache = cache_of(model, PROMPT)
     block, sae = model.blocks[2], saes[target.sae]

@@ -74,14 +74,16 @@ def test_scores_equal_a_one_feature_sae_built_by_hand(model, saes, vector, metho
     others = {n: saes[n] for n in ("L0.attn_z", "L1.attn_z", "L2.resid_pre")}
     for direction in ("upstream", "downstream"):
         frames = [
-            rank(model, others | {"dir": sae}, PROMPT, FeatureRef("dir", 0, position), direction, method)
+            rank(
+                model, others | {"dir": sae}, PROMPT, FeatureRef("dir", 0, position), direction=direction, method=method
+            )
             for sae in (direction_sae(model, HOOK, vector), by_hand(vector, HOOK))
         ]
         assert len(frames[0]) > 0
         pd.testing.assert_frame_equal(frames[0], frames[1], rtol=1e-9, atol=1e-12)
     source = FeatureRef("L0.attn_z", int(activations(model, saes["L0.attn_z"], PROMPT).feature.iloc[-1]), position)
     as_target = [
-        rank(model, others | {"dir": sae}, PROMPT, source, "downstream", method)
+        rank(model, others | {"dir": sae}, PROMPT, source, direction="downstream", method=method)
         for sae in (direction_sae(model, HOOK, vector), by_hand(vector, HOOK))
     ]
     pd.testing.assert_frame_equal(as_target[0], as_target[1], rtol=1e-9, atol=1e-12)
@@ -97,8 +99,8 @@ def test_as_a_target_activation_patching_is_the_brute_force_ablation(model, saes
         {"L0.attn_z": saes["L0.attn_z"], "dir": sae},
         PROMPT,
         FeatureRef("dir", 0, position),
-        "upstream",
-        "activation",
+        direction="upstream",
+        method="activation",
     )
     for row in frame.head(6).itertuples():
         expected = brute_force(model, PROMPT, saes["L0.attn_z"], row.position, row.feature, sae, position, 0)
@@ -113,8 +115,22 @@ def test_an_attention_output_direction_works_everywhere(model, saes, strongest):
     acts = activations(model, direction_sae(model, hook, vector), PROMPT)
     target = FeatureRef("dir", 0, int(acts.position.iloc[-1]))
     for method in METHODS:
-        ours = rank(model, picked | {"dir": direction_sae(model, hook, vector)}, PROMPT, target, "upstream", method)
-        hand = rank(model, picked | {"dir": by_hand(vector, hook, hook_z=True)}, PROMPT, target, "upstream", method)
+        ours = rank(
+            model,
+            picked | {"dir": direction_sae(model, hook, vector)},
+            PROMPT,
+            target,
+            direction="upstream",
+            method=method,
+        )
+        hand = rank(
+            model,
+            picked | {"dir": by_hand(vector, hook, hook_z=True)},
+            PROMPT,
+            target,
+            direction="upstream",
+            method=method,
+        )
         pd.testing.assert_frame_equal(ours, hand, rtol=1e-9, atol=1e-12)
     graph = build_graph(
         model,

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from feature_lens_core.errors import FeatureLensError
-from feature_lens_core.methods import Anchor, Baseline, attribution, integrated
+from feature_lens_core.methods import attribution, integrated
+from feature_lens_core.methods.types import Anchor, Baseline
 from feature_lens_core.ranking import FeatureRef, activations, rank
 from tests.helpers import PROMPT, write_hook
 
@@ -88,8 +89,12 @@ def test_on_a_linear_path_it_is_the_exact_score(model, saes):
         target = FeatureRef("L1.resid_pre", int(row.feature), int(row.position))
         if row.activation - whole_sae_ablated(model, saes, "L0.mlp_out", target) <= 0:
             continue  # the target switches off somewhere along the path: its gradient is not constant
-        exact = rank(model, picked, PROMPT, target, "upstream", "activation").set_index(["kind", "feature"])
-        ig = rank(model, picked, PROMPT, target, "upstream", "integrated").set_index(["kind", "feature"])
+        exact = rank(model, picked, PROMPT, target, direction="upstream", method="activation").set_index(
+            ["kind", "feature"]
+        )
+        ig = rank(model, picked, PROMPT, target, direction="upstream", method="integrated").set_index(
+            ["kind", "feature"]
+        )
         stays = exact.score < row.activation - 1e-12  # a target switched off by one node scores its activation
         torch.testing.assert_close(
             torch.tensor(ig.score.loc[exact.index][stays].to_numpy()),
@@ -107,9 +112,16 @@ def test_on_a_linear_path_it_is_the_exact_score(model, saes):
 def test_upstream_and_downstream_give_the_same_score(model, saes, strongest, target_sae):
     target = FeatureRef(target_sae, strongest(target_sae, 10), 10)
     saes = {n: saes[n] for n in ("L0.resid_pre", "L0.attn_z", "L1.transcoder", "L1.mlp_out", target_sae)}
-    up = rank(model, saes, PROMPT, target, "upstream", "integrated")
+    up = rank(model, saes, PROMPT, target, direction="upstream", method="integrated")
     for row in up[up.kind == "feature"].groupby("sae").head(1).itertuples():
-        down = rank(model, saes, PROMPT, FeatureRef(row.sae, row.feature, row.position), "downstream", "integrated")
+        down = rank(
+            model,
+            saes,
+            PROMPT,
+            FeatureRef(row.sae, row.feature, row.position),
+            direction="downstream",
+            method="integrated",
+        )
         match = down[(down.sae == target.sae) & (down.feature == target.feature) & (down.position == 10)]
         assert match.score.iloc[0] == pytest.approx(row.score, rel=1e-9, abs=1e-12)
 

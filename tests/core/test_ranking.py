@@ -20,7 +20,7 @@ METHODS = ("activation", "attribution", "direct")
 def test_output_is_the_tidy_frame(model, saes, strongest):
     target = FeatureRef("L2.resid_pre", strongest("L2.resid_pre", 9), 9)
     for method in METHODS:
-        frame = rank(model, saes, PROMPT, target, "upstream", method)
+        frame = rank(model, saes, PROMPT, target, direction="upstream", method=method)
         assert list(frame.columns) == COLUMNS
         assert frame.score.abs().is_monotonic_decreasing
         assert set(frame.kind) == {"feature", "error"}
@@ -30,14 +30,14 @@ def test_output_is_the_tidy_frame(model, saes, strongest):
         assert all(tokens[p] == t for p, t in zip(frame.position, frame.token, strict=True))
         assert frame.attrs["note"] == ""
         assert set(frame.layer) == {0, 1}
-        top = rank(model, saes, PROMPT, target, "upstream", method, top_k=7)
+        top = rank(model, saes, PROMPT, target, direction="upstream", method=method, top_k=7)
         pd.testing.assert_frame_equal(top, frame.head(7))
 
 
 def test_sides_other_than_the_asked_one_are_skipped(model, saes, strongest):
     feature = FeatureRef("L1.resid_pre", strongest("L1.resid_pre", 4), 4)
-    up = rank(model, saes, PROMPT, feature, "upstream", "attribution")
-    down = rank(model, saes, PROMPT, feature, "downstream", "attribution")
+    up = rank(model, saes, PROMPT, feature, direction="upstream", method="attribution")
+    down = rank(model, saes, PROMPT, feature, direction="downstream", method="attribution")
     assert set(up.sae) == {"L0.resid_pre", "L0.attn_z", "L0.mlp_out", "L0.transcoder"}
     assert set(down.sae) == {n for n in saes if n.startswith("L2")} | {
         "L1.attn_z",
@@ -50,11 +50,13 @@ def test_sides_other_than_the_asked_one_are_skipped(model, saes, strongest):
 @pytest.mark.parametrize("method", METHODS)
 def test_upstream_and_downstream_give_the_same_score_for_a_pair(model, saes, strongest, method):
     target = FeatureRef("L2.attn_z", strongest("L2.attn_z", 10), 10)
-    up = rank(model, saes, PROMPT, target, "upstream", method)
+    up = rank(model, saes, PROMPT, target, direction="upstream", method=method)
     pairs = up[up.kind == "feature"].groupby("sae").head(2)
     assert len(pairs) >= 8
     for row in pairs.itertuples():
-        down = rank(model, saes, PROMPT, FeatureRef(row.sae, row.feature, row.position), "downstream", method)
+        down = rank(
+            model, saes, PROMPT, FeatureRef(row.sae, row.feature, row.position), direction="downstream", method=method
+        )
         match = down[(down.sae == target.sae) & (down.feature == target.feature) & (down.position == 10)]
         assert len(match) == 1
         assert match.score.iloc[0] == pytest.approx(row.score, rel=1e-9, abs=1e-12)
@@ -66,7 +68,10 @@ def test_three_methods_agree_where_the_path_is_linear(model, saes, strongest, so
     wherever the ablation leaves the target active (a ReLU on its linear side)."""
     target = FeatureRef(target_sae, strongest(target_sae, 7), 7)
     picked = {source: saes[source], target_sae: saes[target_sae]}
-    frames = {m: rank(model, picked, PROMPT, target, "upstream", m).set_index(["kind", "feature"]) for m in METHODS}
+    frames = {
+        m: rank(model, picked, PROMPT, target, direction="upstream", method=m).set_index(["kind", "feature"])
+        for m in METHODS
+    }
     exact = frames["activation"].score
     clean = float(
         activations(model, saes[target_sae], PROMPT)
@@ -89,31 +94,42 @@ def test_three_methods_agree_where_the_path_is_linear(model, saes, strongest, so
 @pytest.mark.parametrize("method", METHODS)
 def test_corrupt_baseline_equal_to_the_prompt_gives_zeros(model, saes, strongest, direction, method):
     feature = FeatureRef("L1.attn_z", strongest("L1.attn_z", 8), 8)
-    frame = rank(model, saes, PROMPT, feature, direction, method, baseline="corrupt", corrupt_prompt=PROMPT)
+    frame = rank(
+        model, saes, PROMPT, feature, direction=direction, method=method, baseline="corrupt", corrupt_prompt=PROMPT
+    )
     assert len(frame) > 0
     assert (frame.score == 0).all()
 
 
 def test_corrupt_baseline_differs_from_zero(model, saes, strongest):
     feature = FeatureRef("L1.attn_z", strongest("L1.attn_z", 14), 14)  # the prompts differ at positions 11-12
-    zero = rank(model, saes, PROMPT, feature, "upstream", "attribution")
-    corrupt = rank(model, saes, PROMPT, feature, "upstream", "attribution", baseline="corrupt", corrupt_prompt=CORRUPT)
+    zero = rank(model, saes, PROMPT, feature, direction="upstream", method="attribution")
+    corrupt = rank(
+        model,
+        saes,
+        PROMPT,
+        feature,
+        direction="upstream",
+        method="attribution",
+        baseline="corrupt",
+        corrupt_prompt=CORRUPT,
+    )
     assert len(corrupt) > len(zero)  # features active only on the corrupt prompt are nodes too
     assert (corrupt.score != 0).any()
 
 
 def test_candidates_patch_only_the_best_by_attribution(model, saes, strongest):
     target = FeatureRef("L2.resid_pre", strongest("L2.resid_pre", 9), 9)
-    full = rank(model, saes, PROMPT, target, "upstream", "activation")
-    some = rank(model, saes, PROMPT, target, "upstream", "activation", candidates=20)
+    full = rank(model, saes, PROMPT, target, direction="upstream", method="activation")
+    some = rank(model, saes, PROMPT, target, direction="upstream", method="activation", candidates=20)
     assert len(some) == 20
     assert "20 of" in some.attrs["note"] and "attribution" in some.attrs["note"]
-    estimate = rank(model, saes, PROMPT, target, "upstream", "attribution").head(20)
+    estimate = rank(model, saes, PROMPT, target, direction="upstream", method="attribution").head(20)
     key = ["sae", "kind", "feature", "position"]
     assert set(map(tuple, some[key].to_numpy())) == set(map(tuple, estimate[key].to_numpy()))
     merged = some.merge(full, on=key, suffixes=("", "_full"))
     torch.testing.assert_close(torch.tensor(merged.score.to_numpy()), torch.tensor(merged.score_full.to_numpy()))
-    everything = rank(model, saes, PROMPT, target, "upstream", "activation", candidates=10_000)
+    everything = rank(model, saes, PROMPT, target, direction="upstream", method="activation", candidates=10_000)
     assert len(everything) == len(full) and everything.attrs["note"] == ""
 
 
@@ -123,11 +139,18 @@ def test_no_hooks_left_and_weights_untouched(model, saes, strongest):
     for method in METHODS:
         for direction in ("upstream", "downstream"):
             feature = target if direction == "upstream" else FeatureRef("L0.attn_z", strongest("L0.attn_z", 3), 3)
-            rank(model, saes, PROMPT, feature, direction, method)
+            rank(model, saes, PROMPT, feature, direction=direction, method=method)
             acts = activations(model, saes[feature.sae], PROMPT)
             silent = min(set(range(48)) - set(acts[acts.position == feature.position].feature))
             with pytest.raises(FeatureLensError, match="not active"):  # raised mid-pass, inside a hook
-                rank(model, saes, PROMPT, FeatureRef(feature.sae, silent, feature.position), direction, method)
+                rank(
+                    model,
+                    saes,
+                    PROMPT,
+                    FeatureRef(feature.sae, silent, feature.position),
+                    direction=direction,
+                    method=method,
+                )
     assert all(not hp.fwd_hooks and not hp.bwd_hooks for hp in model.hook_dict.values())
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
@@ -141,7 +164,7 @@ def test_threads_sharing_one_model_get_the_results_they_would_get_alone(model, s
     def one(job: tuple[str, str]) -> pd.DataFrame:
         direction, method = job
         feature = target if direction == "upstream" else FeatureRef("L0.attn_z", strongest("L0.attn_z", 3), 3)
-        return rank(model, saes, PROMPT, feature, direction, method)
+        return rank(model, saes, PROMPT, feature, direction=direction, method=method)
 
     alone = [one(job) for job in jobs]
     with ThreadPoolExecutor(max_workers=6) as pool:
@@ -215,18 +238,18 @@ def test_an_inactive_target_lists_active_ones(model, saes):
 def test_wrong_side_and_bad_saes_are_refused(model, saes, strongest):
     first = FeatureRef("L0.resid_pre", strongest("L0.resid_pre", 3), 3)
     with pytest.raises(FeatureLensError, match="Nothing to rank upstream of 'L0.resid_pre'"):
-        rank(model, saes, PROMPT, first, "upstream", "direct")
+        rank(model, saes, PROMPT, first, direction="upstream", method="direct")
     last = FeatureRef("L2.resid_post", strongest("L2.resid_post", 3), 3)
     with pytest.raises(FeatureLensError, match="Nothing to rank downstream"):
-        rank(model, saes, PROMPT, last, "downstream", "direct")
+        rank(model, saes, PROMPT, last, direction="downstream", method="direct")
     with pytest.raises(FeatureLensError, match="No other SAE was given"):
-        rank(model, {"L2.resid_post": saes["L2.resid_post"]}, PROMPT, last, "upstream", "direct")
+        rank(model, {"L2.resid_post": saes["L2.resid_post"]}, PROMPT, last, direction="upstream", method="direct")
     wide = copy.deepcopy(saes["L1.mlp_out"])
     wide.cfg.metadata.hook_name = "blocks.1.attn.hook_z"
     wide.cfg.reshape_activations = "hook_z"
     wide.W_dec = torch.nn.Parameter(torch.zeros(48, 40, dtype=torch.float64))
     with pytest.raises(FeatureLensError, match="writes vectors of size 40"):
-        rank(model, {**saes, "wide": wide}, PROMPT, last, "upstream", "direct")
+        rank(model, {**saes, "wide": wide}, PROMPT, last, direction="upstream", method="direct")
 
 
 def test_non_finite_activations_are_refused(model, saes, strongest):
@@ -240,12 +263,12 @@ def test_non_finite_activations_are_refused(model, saes, strongest):
             {"L1.mlp_out": broken, target.sae: saes[target.sae]},
             PROMPT,
             target,
-            "upstream",
-            "activation",
+            direction="upstream",
+            method="activation",
         )
 
 
 def test_mean_baseline_needs_shipped_means(model, saes, strongest):
     target = FeatureRef("L2.resid_pre", strongest("L2.resid_pre", 6), 6)
     with pytest.raises(FeatureLensError, match="ships none"):
-        rank(model, saes, PROMPT, target, "upstream", "direct", baseline="mean")
+        rank(model, saes, PROMPT, target, direction="upstream", method="direct", baseline="mean")

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from feature_lens_core import agreement, feature_data
+from scripts.agreement_table import CASES
 from feature_lens_core.ranking import FeatureRef, activations, rank
 from tests.helpers import brute_force, cache_of, leftover
 
@@ -40,7 +41,7 @@ def strongest(model, sae, position: int, prompt: str = PROMPT) -> int:
 def test_activation_patching_equals_brute_force(exact, target_sae):
     model, saes = exact
     target = FeatureRef(target_sae, strongest(model, saes[target_sae], 20), 20)
-    frame = rank(model, saes, PROMPT, target, "upstream", "activation")
+    frame = rank(model, saes, PROMPT, target, direction="upstream", method="activation")
     rows = frame.groupby(["sae", "kind"]).head(4)  # the largest nodes of every source SAE and kind
     assert {"L0.resid_pre", "L1.attn_z", "L1.mlp_out", "L1.transcoder"} <= set(rows.sae)
     expected = [
@@ -58,8 +59,8 @@ def test_activation_patching_equals_brute_force(exact, target_sae):
 
 def test_float32_as_shipped_agrees_with_float64(toy_model, toy_saes, exact):
     target = FeatureRef("L2.resid_pre", strongest(toy_model, toy_saes["L2.resid_pre"], 20), 20)
-    single = rank(toy_model, toy_saes, PROMPT, target, "upstream", "activation").set_index(KEY).score
-    double = rank(*exact, PROMPT, target, "upstream", "activation").set_index(KEY).score
+    single = rank(toy_model, toy_saes, PROMPT, target, direction="upstream", method="activation").set_index(KEY).score
+    double = rank(*exact, PROMPT, target, direction="upstream", method="activation").set_index(KEY).score
     # float32 rounding near a ReLU threshold can add or drop a tiny node; compare the nodes both have
     shared = single.index.intersection(double.index)
     assert len(shared) > 0.99 * len(double)
@@ -71,7 +72,7 @@ def test_three_methods_agree_on_the_linear_path(exact):
     target = FeatureRef("L2.resid_pre", strongest(model, saes["L2.resid_pre"], 12), 12)
     picked = {"L1.mlp_out": saes["L1.mlp_out"], target.sae: saes[target.sae]}
     scores = {
-        m: rank(model, picked, PROMPT, target, "upstream", m).set_index(KEY).score
+        m: rank(model, picked, PROMPT, target, direction="upstream", method=m).set_index(KEY).score
         for m in ("activation", "attribution", "direct")
     }
     clean = float(
@@ -96,7 +97,9 @@ def test_direct_contributions_sum_to_the_pre_activation(exact):
     names = ["L0.resid_pre", "L0.attn_z", "L0.transcoder", "L1.attn_z", "L1.mlp_out"]
     target = FeatureRef("L2.resid_pre", strongest(model, saes["L2.resid_pre"], 15), 15)
     sae = saes[target.sae]
-    frame = rank(model, {n: saes[n] for n in [*names, target.sae]}, PROMPT, target, "upstream", "direct")
+    frame = rank(
+        model, {n: saes[n] for n in [*names, target.sae]}, PROMPT, target, direction="upstream", method="direct"
+    )
     encoder = sae.W_enc[:, target.feature].detach()
     rest = (leftover(model, saes, names) - sae.b_dec.detach()) @ encoder + sae.b_enc[target.feature].detach()
     with torch.no_grad():
@@ -107,12 +110,28 @@ def test_direct_contributions_sum_to_the_pre_activation(exact):
 @pytest.mark.parametrize("method", ["activation", "attribution", "direct"])
 def test_upstream_equals_downstream_and_corrupt_equal_to_clean_is_zero(toy_model, toy_saes, method):
     target = FeatureRef("L2.attn_z", strongest(toy_model, toy_saes["L2.attn_z"], 18), 18)
-    up = rank(toy_model, toy_saes, PROMPT, target, "upstream", method)
+    up = rank(toy_model, toy_saes, PROMPT, target, direction="upstream", method=method)
     for row in up[up.kind == "feature"].head(5).itertuples():
-        down = rank(toy_model, toy_saes, PROMPT, FeatureRef(row.sae, row.feature, row.position), "downstream", method)
+        down = rank(
+            toy_model,
+            toy_saes,
+            PROMPT,
+            FeatureRef(row.sae, row.feature, row.position),
+            direction="downstream",
+            method=method,
+        )
         match = down[(down.sae == target.sae) & (down.feature == target.feature) & (down.position == 18)]
         assert match.score.iloc[0] == pytest.approx(row.score, rel=1e-4, abs=1e-6)
-    same = rank(toy_model, toy_saes, PROMPT, target, "upstream", method, baseline="corrupt", corrupt_prompt=PROMPT)
+    same = rank(
+        toy_model,
+        toy_saes,
+        PROMPT,
+        target,
+        direction="upstream",
+        method=method,
+        baseline="corrupt",
+        corrupt_prompt=PROMPT,
+    )
     assert (same.score == 0).all()
 
 
@@ -121,7 +140,7 @@ def test_mean_baseline_uses_the_shipped_means(toy_model, toy_saes):
         pytest.skip("the built-in SAEs' feature data (means) is not built yet")
     target = FeatureRef("L2.resid_pre", strongest(toy_model, toy_saes["L2.resid_pre"], 10), 10)
     picked = {"L1.mlp_out": toy_saes["L1.mlp_out"], target.sae: toy_saes[target.sae]}
-    frame = rank(toy_model, picked, PROMPT, target, "upstream", "activation", baseline="mean")
+    frame = rank(toy_model, picked, PROMPT, target, direction="upstream", method="activation", baseline="mean")
     means = feature_data.mean_activations(toy_saes["L1.mlp_out"])
     for row in frame[frame.kind == "feature"].head(5).itertuples():
         expected = brute_force(
@@ -132,7 +151,7 @@ def test_mean_baseline_uses_the_shipped_means(toy_model, toy_saes):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", agreement.CASES[:3])
+@pytest.mark.parametrize("case", CASES[:3])
 def test_attribution_ranks_like_activation_patching(toy_model, toy_saes, case):
     """Exhaustive activation patching upstream of the strongest feature at the second-to-last token, against
     attribution patching over every source node of every earlier SAE (docs/methods.md has the full table)."""

@@ -64,7 +64,9 @@ def _alone(view: state.ViewState) -> pd.DataFrame:
     candidates = hosting.HOSTED.candidates if view.method == "activation" else None
     target = flc.FeatureRef(view.sae, view.feature, view.pos)
     frames = [
-        flc.rank(model, saes, view.prompt, target, d, view.method, candidates=candidates).head(BARS).assign(direction=d)
+        flc.rank(model, saes, view.prompt, target, direction=d, method=view.method, candidates=candidates)
+        .head(BARS)
+        .assign(direction=d)
         for d in view.directions
     ]
     return pd.concat(frames, ignore_index=True)

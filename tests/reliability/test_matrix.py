@@ -234,7 +234,14 @@ def test_api(case: Case, sae_folders: dict[str, str]) -> None:
         target = flc.FeatureRef(view["sae"], view["feature"], view["pos"])
         corrupt = view["corrupt"] or None
         return flc.rank(
-            model, saes, view["prompt"], target, view["direction"], view["method"], view["baseline"], corrupt
+            model,
+            saes,
+            view["prompt"],
+            target,
+            direction=view["direction"],
+            method=view["method"],
+            baseline=view["baseline"],
+            corrupt_prompt=corrupt,
         )
 
     if case.expect is None:

@@ -42,7 +42,7 @@ def test_non_finite_encoder_is_refused_by_activations_and_rank(model, saes: dict
     with pytest.raises(FeatureLensError, match="activations on this prompt contains NaN or infinite values"):
         flc.activations(model, broken[EX.sae], EX.prompt)
     with pytest.raises(FeatureLensError, match="contains NaN or infinite values. Check the model and SAE weights"):
-        flc.rank(model, broken, EX.prompt, TARGET, "upstream", "attribution")
+        flc.rank(model, broken, EX.prompt, TARGET, direction="upstream", method="attribution")
 
 
 @pytest.mark.parametrize("method", ["activation", "attribution", "direct"])
@@ -50,13 +50,13 @@ def test_a_decoder_that_overflows_never_reaches_a_chart(model, saes: dict, metho
     """Finite activations, infinite decoder rows: every score would be NaN; the ranking is refused instead."""
     broken = _broken(saes, "L0.mlp_out", "W_dec", float("inf"))
     with pytest.raises(FeatureLensError, match="The ranking contains NaN or infinite values"):
-        flc.rank(model, broken, EX.prompt, TARGET, "upstream", method)
+        flc.rank(model, broken, EX.prompt, TARGET, direction="upstream", method=method)
 
 
 def test_a_target_whose_activation_is_zero_is_refused(model, saes: dict) -> None:  # noqa: ANN001
     silenced = _broken(saes, EX.sae, "b_enc", -1e4)  # the target SAE fires nowhere
     with pytest.raises(FeatureLensError, match=r"is not active at position 8 .* Active there: none"):
-        flc.rank(model, silenced, EX.prompt, TARGET, "downstream", "attribution")
+        flc.rank(model, silenced, EX.prompt, TARGET, direction="downstream", method="attribution")
 
 
 @pytest.mark.parametrize(
@@ -72,9 +72,9 @@ def test_saes_in_another_dtype_give_the_float32_result(model, saes: dict, dtype,
     nodes are compared: the top 20 of the float32 ranking must all be found, with close scores.
     """
     some = {name: saes[name] for name in ("L0.attn_z", "L0.mlp_out", EX.sae)}  # fewer nodes: quicker patching
-    reference = flc.rank(model, some, EX.prompt, TARGET, "upstream", method)
+    reference = flc.rank(model, some, EX.prompt, TARGET, direction="upstream", method=method)
     cast = {name: copy.deepcopy(sae).to(dtype) for name, sae in some.items()}
-    other = flc.rank(model, cast, EX.prompt, TARGET, "upstream", method)
+    other = flc.rank(model, cast, EX.prompt, TARGET, direction="upstream", method=method)
     assert np.isfinite(other["score"]).all()
     top = reference.head(20).merge(other, on=KEY, suffixes=("", "_cast"))
     assert len(top) == 20

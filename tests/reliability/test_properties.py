@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 import feature_lens_core as flc
 from feature_lens_core.errors import FeatureLensError
-from feature_lens_core.ranking import COLUMNS, DIRECTIONS, METHODS
+from feature_lens_core.options import DIRECTIONS, METHODS
+from feature_lens_core.ranking import COLUMNS
 
 from .common import assert_no_hooks
 
@@ -72,7 +73,7 @@ def test_rank_gives_a_valid_ranking_or_a_clear_error(data: st.DataObject) -> Non
     method = data.draw(st.sampled_from(sorted(METHODS)), label="method")
     candidates = CANDIDATES if method == "activation" else None
     try:
-        frame = flc.rank(model, saes, prompt, target, direction, method, candidates=candidates)
+        frame = flc.rank(model, saes, prompt, target, direction=direction, method=method, candidates=candidates)
     except FeatureLensError as exc:
         assert str(exc).strip()
         # Tallied by --hypothesis-show-statistics: which refusals the examples met.

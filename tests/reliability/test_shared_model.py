@@ -15,7 +15,7 @@ import feature_lens_core as flc
 from feature_lens_app.examples import DEFAULT_SAES, EXAMPLES
 from feature_lens_core import feature_data
 from feature_lens_core.errors import FeatureLensError
-from feature_lens_core.ranking import DIRECTIONS, METHODS
+from feature_lens_core.options import DIRECTIONS, METHODS
 
 from .common import assert_no_hooks
 

@@ -1,8 +1,8 @@
 """The figures of docs/connectome.md, measured on the built-in model.
 
-python -m feature_lens_core.connectome_report                # every section (about 15 minutes)
-python -m feature_lens_core.connectome_report --part graph   # or integrated, batch, clusters, directions
-python -m feature_lens_core.connectome_report --png docs/img # also the graph and cluster map as PNG
+python -m scripts.connectome_report                # every section (about 15 minutes)
+python -m scripts.connectome_report --part graph   # or integrated, batch, clusters, directions
+python -m scripts.connectome_report --png docs/img # also the graph and cluster map as PNG
                                                              # (needs vl-convert-python)
 """
 
@@ -20,13 +20,14 @@ from sae_lens import SAE
 from transformer_lens import HookedTransformer
 
 from feature_lens_core import hooks
-from feature_lens_core.agreement import markdown
+from scripts.agreement_table import markdown
 from feature_lens_core.batch import FeatureSpec, held_out_prompts, rank_many
 from feature_lens_core.charts import cluster_map, graph_chart
 from feature_lens_core.clustering import cluster_features, connection_profiles, label_coherence
 from feature_lens_core.connectome import build_graph, faithfulness
 from feature_lens_core.directions import direction_sae, steering_vector
-from feature_lens_core.methods import Anchor, Baseline, integrated
+from feature_lens_core.methods import integrated
+from feature_lens_core.methods.types import Anchor, Baseline
 from feature_lens_core.ranking import FeatureRef, activations, rank
 
 PROMPT = "To be, or not to be, that is the question: whether 'tis nobler in the mind to suffer"
@@ -62,20 +63,31 @@ def graph_section(model: HookedTransformer, saes: dict[str, SAE], png: Path | No
         tokens = [str(t) for t in model.to_str_tokens(PROMPT)]
         chart = graph_chart(graph.nodes, graph.edges, [n for n in order if n in set(graph.nodes.sae)], tokens)
         chart.save(png / "connectome-graph.png", scale_factor=2)
-    every = rank(model, picked, PROMPT, target, "upstream", "activation")
+    every = rank(model, picked, PROMPT, target, direction="upstream", method="activation")
     rows = []
     for method in ("attribution", "integrated", "activation"):
         for hops in (1, 2):
             for budget in (5, 10, 20, 40, 80) if method != "activation" else (5, 10, 20):
                 for baseline in ("zero", "mean"):
                     start = time.perf_counter()
-                    found = build_graph(model, picked, PROMPT, target, method, "upstream", hops, None, budget, baseline)
+                    found = build_graph(
+                        model,
+                        picked,
+                        PROMPT,
+                        target,
+                        method=method,
+                        direction="upstream",
+                        hops=hops,
+                        threshold=None,
+                        node_budget=budget,
+                        baseline=baseline,
+                    )
                     faith = found.faithfulness
                     assert faith is not None
                     seconds = time.perf_counter() - start
                     rows.append([method, hops, budget, baseline, len(found.edges), faith.score, seconds])
     for baseline in ("zero", "mean"):
-        faith = faithfulness(model, picked, PROMPT, target, every, baseline)
+        faith = faithfulness(model, picked, PROMPT, target, every, baseline=baseline)
         rows.append(["every active node", "", len(every), baseline, "", faith.score, ""])
     columns = ["method", "hops", "node budget", "baseline", "edges", "faithfulness", "seconds"]
     faith = graph.faithfulness
@@ -126,7 +138,13 @@ def batch_section(model: HookedTransformer, saes: dict[str, SAE], _png: Path | N
     feature = int(counts.index[5])  # a common feature, not the most common (often a BOS or newline feature)
     start = time.perf_counter()
     result = rank_many(
-        model, picked, prompts, FeatureSpec("L1.resid_pre", feature, "active"), "upstream", "attribution", top_k=10
+        model,
+        picked,
+        prompts,
+        FeatureSpec("L1.resid_pre", feature, "active"),
+        direction="upstream",
+        method="attribution",
+        top_k=10,
     )
     seconds = time.perf_counter() - start
     shown = result.edges.head(12).drop(columns=["anchor_feature", "hook", "anchor_prompts", "anchor_occurrences"])
@@ -173,11 +191,11 @@ def directions_section(model: HookedTransformer, saes: dict[str, SAE], _png: Pat
     top = acts.sort_values("activation", ascending=False).head(5)
     position = int(top.position.iloc[0])
     target = FeatureRef("love-war", 0, position)
-    up = rank(model, picked, prompt, target, "upstream", "activation", top_k=8)
+    up = rank(model, picked, prompt, target, direction="upstream", method="activation", top_k=8)
     up["label"] = [
         "error" if f < 0 else (picked[s].cfg.metadata.sae_id or s) for s, f in zip(up.sae, up.feature, strict=True)
     ]
-    down = rank(model, picked, prompt, target, "downstream", "attribution", top_k=8)
+    down = rank(model, picked, prompt, target, direction="downstream", method="attribution", top_k=8)
     graph = build_graph(model, picked, prompt, target, hops=2, node_budget=12, baseline="zero")
     assert graph.faithfulness is not None
     return "\n\n".join(
