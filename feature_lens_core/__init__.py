@@ -15,7 +15,7 @@ from feature_lens_core.errors import FeatureLensError, NothingToRank
 from feature_lens_core.loading import list_saes, load_model, load_sae
 from feature_lens_core.options import BASELINES, DIRECTIONS, GRAPH_DIRECTIONS, METHODS
 from feature_lens_core.ranking import activations, rank
-from feature_lens_core.targets import FeatureRef, Target
+from feature_lens_core.targets import FeatureRef, LogitDiffRef, LogitRef, Target, parse_target
 
 # feature_lens_core.clustering is not imported here: it loads scikit-learn, which takes seconds.
 __all__ = [
@@ -26,6 +26,8 @@ __all__ = [
     "FeatureLensError",
     "FeatureRef",
     "FeatureSpec",
+    "LogitDiffRef",
+    "LogitRef",
     "NothingToRank",
     "Target",
     "activations",
@@ -37,6 +39,7 @@ __all__ = [
     "load_direction",
     "load_model",
     "load_sae",
+    "parse_target",
     "rank",
     "rank_many",
     "steering_vector",

@@ -42,7 +42,8 @@ def agreement(pairs: pd.DataFrame, k: int = 10) -> pd.DataFrame:
     the share of the exact top k found in the estimate's top 3k (what `candidates=3k` would patch)."""
     rows = []
     for method, group in pairs.groupby("method", sort=True):
-        spearman = group["exact"].corr(group["estimate"], method="spearman") if len(group) > 2 else float("nan")
+        exact, estimate = pd.Series(group["exact"]), pd.Series(group["estimate"])
+        spearman = float(exact.corr(estimate, method="spearman")) if len(group) > 2 else float("nan")
 
         def top(column: str, n: int, group: pd.DataFrame = group) -> set[int]:
             return set(group[column].abs().nlargest(n).index)

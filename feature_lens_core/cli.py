@@ -163,7 +163,7 @@ def _printable(value: object) -> object:
 
 def _write(frame: pd.DataFrame, fmt: str) -> None:
     if fmt == "json":
-        sys.stdout.write(frame.to_json(orient="records", force_ascii=False) + "\n")
+        sys.stdout.write(str(frame.to_json(orient="records", force_ascii=False)) + "\n")
     elif fmt == "csv":
         sys.stdout.write(frame.to_csv(index=False))
     else:

@@ -34,7 +34,7 @@ from feature_lens_core.ranking import other_side
 from feature_lens_core.targets import FeatureRef
 
 CLUSTERERS = ("kmeans", "agglomerative")
-SIDES = DIRECTIONS
+SIDES: tuple[Direction, ...] = DIRECTIONS
 MAP_COLUMNS = ["sae", "feature", "label", "cluster", "x", "y", "occurrences"]
 QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
 

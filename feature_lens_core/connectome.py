@@ -291,8 +291,8 @@ def _expand(
                     "side": side,
                 }
                 new.append(nodes[found])
-            source, target = (found, row.parent) if side == "upstream" else (row.parent, found)
-            edges.append({"source": source, "target": target, "score": float(row.score), "hop": hop})
+            tail, head = (found, row.parent) if side == "upstream" else (row.parent, found)
+            edges.append({"source": tail, "target": head, "score": float(row.score), "hop": hop})
         frontier, added = new, added + len(new)
 
 
@@ -335,7 +335,7 @@ def build_graph(
         raise FeatureLensError(f"A logit target ({target}) has nothing downstream: build its graph upstream.")
     start = _target_node(model, saes, prompt, tokens, target)
     nodes, edges = {start["id"]: start}, []
-    sides = ["upstream", "downstream"] if direction == "both" else [direction]
+    sides: list[Direction] = ["upstream", "downstream"] if direction == "both" else [direction]
     shares = [math.ceil(node_budget / 2), node_budget // 2] if direction == "both" else [node_budget]
     settings = {"method": method, "baseline": baseline, "corrupt_prompt": corrupt_prompt}
     for side, share in zip(sides, shares, strict=True):

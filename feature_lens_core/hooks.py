@@ -228,8 +228,9 @@ def reconstruction(
     acts = encode(sae, read_act) if acts is None else acts
     if sae.cfg.reshape_activations == "hook_z" and getattr(sae, "d_head", None) is None:
         # SAE-Lens records d_head on its first encode, through a closure bound to the original object, so
-        # a deep copy never gets it and its decode fails; record it as SAE-Lens would.
-        sae.d_head = read_act.shape[-1]
+        # a deep copy never gets it and its decode fails; record it as SAE-Lens would (an attribute SAE-Lens
+        # sets at run time, so it is not declared on the class).
+        setattr(sae, "d_head", read_act.shape[-1])  # noqa: B010
     out = flat(sae.decode(acts), write)
     skip = getattr(sae, "W_skip", None)  # skip transcoders add a linear path from input to output
     if skip is not None:

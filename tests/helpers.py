@@ -243,6 +243,50 @@ def brute_force(
         return clean - target_after(model, prompt, write_hook(source), position, change, target, q, g)
 
 
+def frozen_derivative(
+    model: HookedTransformer,
+    prompt: str,
+    source: SAE,
+    position: int,
+    feature: int,
+    target: SAE,
+    q: int,
+    g: int,
+    covered: set[str],
+    eps: float = 1e-5,
+) -> float:
+    """Direct attribution written out independently: -d/dt g(run with t * change), by central differences, in
+    runs whose attention patterns and LayerNorm scales are replaced by their clean values and whose `covered`
+    hooks (block outputs a chosen SAE covers) are replaced by their clean values, the source's own change
+    added after that. Everything else, the MLPs included, is the model's own computation."""
+    clean = cache_of(model, prompt)
+    change = node_change(source, clean, position, feature)
+    write = write_hook(source)
+    frozen = [name for name in clean if name.endswith(("hook_pattern", "hook_scale"))] + sorted(covered)
+
+    def value(t: float) -> float:
+        def replace(act, hook):
+            act = clean[hook.name].clone()
+            if hook.name == write:
+                act[:, position] += t * change
+            return act
+
+        def add(act, hook):
+            act = act.clone()
+            act[:, position] += t * change
+            return act
+
+        seen = {}
+        fwd = [(name, replace) for name in frozen]
+        fwd += [] if write in frozen else [(write, add)]
+        fwd += [(target.cfg.metadata.hook_name, lambda act, hook: seen.setdefault("x", act))]
+        with torch.no_grad():
+            model.run_with_hooks(model.to_tokens(prompt), return_type=None, fwd_hooks=fwd)
+        return float(target.encode(seen["x"][0, q])[g])
+
+    return -(value(eps) - value(-eps)) / (2 * eps)
+
+
 def leftover(model, saes, names: list[str]) -> torch.Tensor:
     """The residual-stream part no feature or error node carries: decoder biases and attention b_O."""
     total = torch.zeros(model.cfg.d_model, dtype=torch.float64)

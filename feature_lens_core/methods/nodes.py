@@ -78,11 +78,13 @@ def anchor_activation(
     return value
 
 
-def target_value(target: Target, read_act: Float[Tensor, "pos ..."], tokens: list[str]) -> Tensor:
+def target_value(
+    target: Target, read_act: Float[Tensor, "pos ..."], tokens: list[str], *, frozen_norm: bool = False
+) -> Tensor:
     """The upstream target's value at its position from its read hook's activation (keeping any autograd
-    graph); a feature target must be active there."""
+    graph; `frozen_norm` as in `LogitAnchor.value`); a feature target must be active there."""
     if isinstance(target, LogitAnchor):
-        value = target.value(read_act[target.position])
+        value = target.value(read_act[target.position], frozen_norm=frozen_norm)
         check_finite(value, f"The {target.name} at position {target.position}")
         return value
     return anchor_activation(target, read_act, tokens, every_position=False)

@@ -25,7 +25,7 @@ STAGES = ("tokenizer", "model", "saes", "dashboards", "quality")
 VOCAB_SIZE = 4096
 
 
-def encode_stream(texts: list[tuple[str, str]], tokenizer) -> torch.Tensor:  # noqa: ANN001
+def encode_stream(texts: list[tuple[str, str]], tokenizer) -> torch.Tensor:
     """All texts as one token stream, each text followed by `<|endoftext|>`."""
     ids: list[int] = []
     for _, text in texts:

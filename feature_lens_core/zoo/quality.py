@@ -51,15 +51,15 @@ def _ce(model: HookedTransformer, windows: Tensor, fwd_hooks: list | None = None
     return float(torch.cat(losses).mean())
 
 
-def _splice_hook(sae: SAE):  # noqa: ANN202
+def _splice_hook(sae: SAE):
     """Replace the SAE's target activation by its reconstruction at every non-BOS position."""
     state: dict[str, Tensor] = {}
 
-    def read(act: Tensor, hook) -> Tensor:  # noqa: ANN001, ARG001
+    def read(act: Tensor, hook) -> Tensor:  # noqa: ARG001
         state["acts"] = sae.encode(act)
         return act
 
-    def write(act: Tensor, hook) -> Tensor:  # noqa: ANN001, ARG001
+    def write(act: Tensor, hook) -> Tensor:  # noqa: ARG001
         recon = (state["acts"] @ sae.W_dec + sae.b_dec).reshape(act.shape)
         out = act.clone()
         out[:, 1:] = recon[:, 1:]
