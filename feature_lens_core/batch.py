@@ -19,7 +19,7 @@ elsewhere), and `rank_many` adds the per-prompt rows up:
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -235,7 +235,7 @@ def _check(saes: Mapping[str, SAE], spec: FeatureSpec, settings: Settings) -> No
 def rank_many(
     model: HookedTransformer,
     saes: Mapping[str, SAE],
-    prompts: Sequence[str],
+    prompts: Iterable[str],
     spec: FeatureSpec,
     *,
     direction: Direction,
@@ -253,21 +253,24 @@ def rank_many(
     """
     settings = Settings(direction, method, baseline, top_k, min_score)
     _check(saes, spec, settings)
-    if isinstance(prompts, str) or not prompts:
+    if isinstance(prompts, str) or not isinstance(prompts, Iterable):
+        raise FeatureLensError("Give the prompts as a list of strings, not a single string.")
+    texts = list(prompts)  # a generator is read once, here
+    if not texts:
         raise FeatureLensError("Give at least one prompt (a list of strings).")
-    for number, prompt in enumerate(prompts, start=1):
+    for number, prompt in enumerate(texts, start=1):
         prompt_tokens(model, prompt, what=f"prompt {number}")
     validation.sae_set(model, saes)
     task = functools.partial(rank_prompt, model, dict(saes), spec, settings)
     results = []
-    for done, result in enumerate((executor or SerialExecutor()).map(task, list(enumerate(prompts))), start=1):
+    for done, result in enumerate((executor or SerialExecutor()).map(task, list(enumerate(texts))), start=1):
         results.append(result)
         if progress is not None:
-            progress(done, len(prompts))
+            progress(done, len(texts))
     found = pd.concat([r.occurrences for r in results], ignore_index=True)
     edge_parts = [r.edges for r in results if not r.edges.empty]
     per_prompt = pd.concat(edge_parts, ignore_index=True) if edge_parts else pd.DataFrame(columns=PER_PROMPT_COLUMNS)
-    return BatchResult(aggregate(per_prompt, found, saes), per_prompt, found, len(prompts))
+    return BatchResult(aggregate(per_prompt, found, saes), per_prompt, found, len(texts))
 
 
 def held_out_prompts(n: int, length: int = 32) -> list[str]:

@@ -21,6 +21,7 @@ from transformer_lens import HookedTransformer
 
 from feature_lens_core import batch, connectome, hooks, loading
 from feature_lens_core.errors import FeatureLensError
+from feature_lens_core.files import write_atomically
 from feature_lens_core.options import BASELINES, DIRECTIONS, GRAPH_DIRECTIONS, METHODS
 from feature_lens_core.ranking import activations, rank
 from feature_lens_core.targets import FeatureRef, LogitDiffRef, LogitRef, Target
@@ -297,7 +298,7 @@ def _batch(model: HookedTransformer, args: argparse.Namespace) -> None:
     for table, path in zip(tables, outputs, strict=True):
         table.attrs = {**settings, "feature": args.feature[0], "anchor_feature": feature, "prompt_count": len(prompts)}
         try:
-            table.to_parquet(path, index=False)
+            write_atomically(path, lambda temporary, table=table: table.to_parquet(temporary, index=False))
         except OSError as exc:
             raise FeatureLensError(f"Cannot write '{path}': {exc.strerror or exc}.") from exc
     _write(result.edges.head(20), args.format)

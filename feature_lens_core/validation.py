@@ -72,8 +72,15 @@ def non_negative(value: object, what: str) -> float | None:
 
 def prompt_tokens(model: HookedTransformer, prompt: object, what: str = "prompt") -> Int[Tensor, "1 pos"]:
     """The prompt as the model tokenizes it by default; refuses empty prompts and ones over n_ctx tokens."""
-    if not isinstance(prompt, str) or not prompt.strip():
+    if not isinstance(prompt, str):
+        raise FeatureLensError(f"The {what} must be text (a str), not a {type(prompt).__name__}.")
+    if not prompt.strip():
         raise FeatureLensError(f"The {what} is empty. Give some text to run the model on.")
+    if any("\ud800" <= char <= "\udfff" for char in prompt):
+        raise FeatureLensError(
+            f"The {what} contains a lone surrogate (text that is not valid Unicode, as a non-UTF-8 byte becomes on "
+            "a command line). Give the text as UTF-8."
+        )
     if model.tokenizer is None:
         raise FeatureLensError("This model has no tokenizer, so it cannot read text prompts. Load it with one.")
     tokens = model.to_tokens(prompt, truncate=False)
