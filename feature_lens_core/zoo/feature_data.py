@@ -47,17 +47,21 @@ def text_positions(windows: Int[Tensor, "w n_ctx"], special_ids: list[int]) -> B
     return ~torch.isin(windows[:, 1:], torch.tensor(special_ids, dtype=windows.dtype))
 
 
-def auto_label(tokens: list[str], previous: list[str], boosted: list[str]) -> str:
-    """A short label from what the top examples share: the tokens, what precedes them, what they predict."""
+def auto_label(tokens: list[str], previous: list[str | None], boosted: list[str]) -> str:
+    """A short label from what the top examples share: the tokens, what precedes them, what they predict.
+
+    `previous[i]` is the token the model read before example i, `None` where that was only BOS
+    (the example opens its window); shared, it reads "after BOS".
+    """
     if not tokens:
         return "never fires on held-out text"
-    tokens, previous = [_shown(t) for t in tokens], [_shown(t) for t in previous]
+    tokens = [_shown(t) for t in tokens]
     counts = Counter(tokens).most_common(2)
     shared = [f'"{t}"' for t, c in counts if c >= 2] or [f'"{counts[0][0]}"']
     label = "/".join(shared)
     before, n_before = Counter(previous).most_common(1)[0] if previous else ("", 0)
     if n_before >= max(3, len(previous) // 2):
-        label += f' after "{before}"'
+        label += " after BOS" if before is None else f' after "{_shown(before)}"'
     # A byte-level BPE token can be part of a multi-byte character, which decodes to "\ufffd" on its own.
     readable = [t for t in boosted if t.strip() and t.isprintable() and "\ufffd" not in t]
     if counts[0][1] < 3 and readable:
@@ -115,11 +119,12 @@ def build_feature_data(model: HookedTransformer, sae: SAE, held_out: Int[Tensor,
     labels = []
     for f in range(sae.cfg.d_sae):
         shown = top_index[f] >= 0
-        index, position = top_index[f][shown], top_position[f][shown]
-        # What the model saw before the example: BOS for the first token of a window.
-        previous = torch.where(position > 1, held_out[(index - 1).clamp(min=0)], bos)
+        index, position = top_index[f][shown].tolist(), top_position[f][shown].tolist()
+        # The token before an example is only what the model read: nothing but BOS at a window's first position.
+        before = strings([int(held_out[i - 1]) for i in index])
+        previous = [token if p > 1 else None for token, p in zip(before, position, strict=True)]
         tokens = strings(held_out[index].tolist())
-        labels.append(auto_label(tokens, strings(previous.tolist()), strings(effects.boosted[f].tolist())))
+        labels.append(auto_label(tokens, previous, strings(effects.boosted[f].tolist())))
     (folder / "labels.json").write_text(json.dumps(labels, ensure_ascii=False))
 
 

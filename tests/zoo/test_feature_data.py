@@ -168,3 +168,4 @@ def test_auto_label_shapes() -> None:
     assert auto_label(["a", "b", "c"], ["x", "y", "z"], [" lord"]) == '"a" → " lord"'
     assert auto_label(["a", "b", "c"], ["x", "y", "z"], ["\ufffd", " ", " lord"]) == '"a" → " lord"'
     assert auto_label(["\n"] * 5, [","] * 5, []) == '"⏎" after ","'
+    assert auto_label(["V", "R", "V", "V"], [None, None, None, "x"], []) == '"V" after BOS'
