@@ -19,7 +19,7 @@ from tqdm import tqdm
 from transformer_lens import HookedTransformer
 
 from feature_lens_core.logit_effects import logit_effects
-from feature_lens_core.zoo.model import consecutive_windows
+from feature_lens_core.zoo.model import bos_id, consecutive_windows
 from feature_lens_core.zoo.sae_io import hooks_of, reconstruct
 
 N_EXAMPLES = 10
@@ -84,7 +84,7 @@ def build_feature_data(model: HookedTransformer, sae: SAE, held_out: Int[Tensor,
     """
     tokenizer = model.tokenizer
     assert tokenizer is not None
-    bos: int = tokenizer.bos_token_id  # type: ignore[assignment]
+    bos = bos_id(model)
     n_ctx = model.cfg.n_ctx
     windows = consecutive_windows(held_out, n_ctx, bos)
     is_text = text_positions(windows, tokenizer.all_special_ids).flatten()

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 from transformer_lens import HookedTransformer
 
-from feature_lens_core.zoo.model import random_windows
+from feature_lens_core.zoo.model import bos_id, random_windows
 from feature_lens_core.zoo.sae_specs import D_SAE, SaeSpec, zoo_specs
 
 N_WINDOWS = 6000
@@ -38,7 +38,7 @@ def collect_activations(
 ) -> dict[str, Float[Tensor, "tokens d"]]:
     """Activations at `hooks` on random BOS-prefixed windows, flattened to [tokens, d]."""
     generator = torch.Generator().manual_seed(seed)
-    bos = model.tokenizer.bos_token_id  # type: ignore[union-attr]
+    bos = bos_id(model)
     chunks: dict[str, list[Tensor]] = {h: [] for h in hooks}
     for _ in tqdm(range(0, n_windows, 64), desc="activations"):
         tokens = random_windows(stream, 64, model.cfg.n_ctx, bos, generator)
