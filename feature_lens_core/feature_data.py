@@ -29,12 +29,22 @@ CONTEXT_AFTER = 4
 
 @dataclass(frozen=True)
 class Example:
-    """One top-activating snippet: text around the activating token, and the activation."""
+    """One top-activating snippet: text around the activating token, and the activation.
+
+    The text is cut at the window the model read, so `before` is all the model saw before
+    `token` (or its last `CONTEXT_BEFORE` tokens). `position` is the token's position in that
+    window; at position 1 the model saw only BOS before it (`only_bos_before`).
+    """
 
     before: str
     token: str
     after: str
     activation: float
+    position: int
+
+    @property
+    def only_bos_before(self) -> bool:
+        return self.position == 1
 
 
 @dataclass(frozen=True)
@@ -109,7 +119,7 @@ def feature_card(model: HookedTransformer, sae: SAE, feature: int, k: int = 8) -
     assert tokenizer is not None
 
     def text(ids: Tensor) -> str:
-        return tokenizer.decode(ids.tolist())
+        return str(tokenizer.decode(ids.tolist()))
 
     folder = _folder(sae)
     if folder is None:
@@ -131,17 +141,24 @@ def feature_card(model: HookedTransformer, sae: SAE, feature: int, k: int = 8) -
     data = _shipped(folder)
     tokens = _held_out_tokens()
     examples = []
-    for index, activation in zip(
-        data["top_index"][feature].tolist(), data["top_activation"][feature].tolist(), strict=True
+    for index, position, activation in zip(
+        data["top_index"][feature].tolist(),
+        data["top_position"][feature].tolist(),
+        data["top_activation"][feature].tolist(),
+        strict=True,
     ):
         if index < 0:
             continue
+        # The window holds positions 1 .. n_ctx - 1 after its BOS, stream tokens start .. start + n_ctx - 2.
+        start = index - position + 1
+        end = start + model.cfg.n_ctx - 1
         examples.append(
             Example(
-                before=text(tokens[max(0, index - CONTEXT_BEFORE) : index]),
+                before=text(tokens[max(start, index - CONTEXT_BEFORE) : index]),
                 token=text(tokens[index : index + 1]),
-                after=text(tokens[index + 1 : index + 1 + CONTEXT_AFTER]),
+                after=text(tokens[index + 1 : min(end, index + 1 + CONTEXT_AFTER)]),
                 activation=activation,
+                position=position,
             )
         )
     return FeatureCard(

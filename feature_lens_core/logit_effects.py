@@ -1,4 +1,4 @@
-"""Which output tokens a feature's decoder direction promotes and suppresses, through the unembedding."""
+"""Which output tokens a feature's decoder direction promotes and suppresses, through the final norm and unembedding."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from jaxtyping import Float, Int
 from sae_lens import SAE
 from torch import Tensor
 from transformer_lens import HookedTransformer
+from transformer_lens.components.layer_norm import LayerNorm
+from transformer_lens.components.layer_norm_pre import LayerNormPre
 
 
 @dataclass(frozen=True)
@@ -37,12 +39,24 @@ def decoder_in_residual(model: HookedTransformer, sae: SAE) -> Float[Tensor, "d_
     return w_dec
 
 
+def through_final_norm(model: HookedTransformer, directions: Float[Tensor, "n d_model"]) -> Float[Tensor, "n d_model"]:
+    """Residual-stream directions as the unembedding sees them: centred by a LayerNorm, times its weight.
+
+    The final norm's division by the residual's scale is the same for every direction, so it is
+    left out. A model loaded with its LayerNorm weights folded (`fold_ln`, TransformerLens's default
+    for hub models) has no `w` here: the weight already sits in `W_U`.
+    """
+    final = getattr(model, "ln_final", None)
+    if isinstance(final, LayerNorm | LayerNormPre):
+        directions = directions - directions.mean(-1, keepdim=True)
+    weight = getattr(final, "w", None)
+    return directions * weight.detach() if isinstance(weight, Tensor) else directions
+
+
 @torch.no_grad()
 def logit_effects(model: HookedTransformer, sae: SAE, k: int) -> LogitEffects:
-    """Direct logit effect of each decoder direction, centred as the final LayerNorm would centre it."""
-    directions = decoder_in_residual(model, sae)
-    directions = directions - directions.mean(-1, keepdim=True)
-    logits = directions @ model.W_U.detach()
+    """Direct logit effect of each decoder direction, `through_final_norm(W_dec) @ W_U`: the top and bottom `k`."""
+    logits = through_final_norm(model, decoder_in_residual(model, sae)) @ model.W_U.detach()
     top = logits.topk(k, dim=-1)
     bottom = (-logits).topk(k, dim=-1)
     return LogitEffects(top.indices, top.values, bottom.indices, -bottom.values)

@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from sae_lens import SAE
 from safetensors.torch import save_file
 from torch import Tensor
@@ -19,12 +19,11 @@ from tqdm import tqdm
 from transformer_lens import HookedTransformer
 
 from feature_lens_core.logit_effects import logit_effects
-from feature_lens_core.zoo.model import consecutive_windows
+from feature_lens_core.zoo.model import bos_id, consecutive_windows
 from feature_lens_core.zoo.sae_io import hooks_of, reconstruct
 
 N_EXAMPLES = 10
 N_TOKENS = 8
-CONTEXT = 12
 
 
 @torch.no_grad()
@@ -39,22 +38,30 @@ def feature_activations(
     return torch.cat(out)
 
 
-def stream_index(window: Tensor, position: Tensor, n_ctx: int) -> Tensor:
-    """Index into the held-out token stream of (window, position >= 1)."""
-    return window * (n_ctx - 1) + position - 1
+def text_positions(windows: Int[Tensor, "w n_ctx"], special_ids: list[int]) -> Bool[Tensor, "w n_ctx-1"]:
+    """Which positions after each window's BOS hold text: not a special token such as the document separator.
+
+    Position p >= 1 of window w is stream token w * (n_ctx - 1) + p - 1, so the flattened
+    mask is indexed by the stream index.
+    """
+    return ~torch.isin(windows[:, 1:], torch.tensor(special_ids, dtype=windows.dtype))
 
 
-def auto_label(tokens: list[str], previous: list[str], boosted: list[str]) -> str:
-    """A short label from what the top examples share: the tokens, what precedes them, what they predict."""
+def auto_label(tokens: list[str], previous: list[str | None], boosted: list[str]) -> str:
+    """A short label from what the top examples share: the tokens, what precedes them, what they predict.
+
+    `previous[i]` is the token the model read before example i, `None` where that was only BOS
+    (the example opens its window); shared, it reads "after BOS".
+    """
     if not tokens:
         return "never fires on held-out text"
-    tokens, previous = [_shown(t) for t in tokens], [_shown(t) for t in previous]
+    tokens = [_shown(t) for t in tokens]
     counts = Counter(tokens).most_common(2)
     shared = [f'"{t}"' for t, c in counts if c >= 2] or [f'"{counts[0][0]}"']
     label = "/".join(shared)
     before, n_before = Counter(previous).most_common(1)[0] if previous else ("", 0)
     if n_before >= max(3, len(previous) // 2):
-        label += f' after "{before}"'
+        label += " after BOS" if before is None else f' after "{_shown(before)}"'
     # A byte-level BPE token can be part of a multi-byte character, which decodes to "\ufffd" on its own.
     readable = [t for t in boosted if t.strip() and t.isprintable() and "\ufffd" not in t]
     if counts[0][1] < 3 and readable:
@@ -68,25 +75,35 @@ def _shown(token: str) -> str:
 
 
 def build_feature_data(model: HookedTransformer, sae: SAE, held_out: Int[Tensor, " n"], folder: Path) -> None:
-    """Write one SAE's `feature_data.safetensors` and `labels.json`."""
-    bos = model.tokenizer.bos_token_id  # type: ignore[union-attr]
+    """Write one SAE's `feature_data.safetensors` and `labels.json`.
+
+    Density, mean activation and top examples are over text positions only: each window's BOS
+    and the `<|endoftext|>` between documents (the same token) are left out. `top_index` points
+    into the held-out stream, `top_position` is the example's position in the window the model
+    read (1: only BOS came before it); both are -1 where a feature has fewer active examples.
+    """
+    tokenizer = model.tokenizer
+    assert tokenizer is not None
+    bos = bos_id(model)
     n_ctx = model.cfg.n_ctx
     windows = consecutive_windows(held_out, n_ctx, bos)
-    acts = feature_activations(model, sae, windows)[:, 1:]  # BOS positions are not text
-    flat = acts.reshape(-1, acts.shape[-1])
-    density = (flat > 0).float().mean(0)
-    mean_activation = flat.mean(0)
-    top_act, top_flat = flat.topk(N_EXAMPLES, dim=0)  # [k, d_sae]
-    window, position = top_flat // (n_ctx - 1), top_flat % (n_ctx - 1) + 1
-    top_index = stream_index(window, position, n_ctx).T.contiguous()  # [d_sae, k]
-    top_act = top_act.T.contiguous()
+    is_text = text_positions(windows, tokenizer.all_special_ids).flatten()
+    flat = feature_activations(model, sae, windows)[:, 1:].flatten(0, 1)  # [stream index, d_sae]
+    flat[~is_text] = 0.0
+    n_text = int(is_text.sum())
+    density = (flat > 0).sum(0).float() / n_text
+    mean_activation = flat.sum(0) / n_text
+    top_act, top_index = (t.T.contiguous() for t in flat.topk(N_EXAMPLES, dim=0))  # [d_sae, k]
+    top_position = top_index % (n_ctx - 1) + 1
     top_index[top_act <= 0] = -1
+    top_position[top_act <= 0] = -1
     effects = logit_effects(model, sae, N_TOKENS)
     save_file(
         {
             "mean_activation": mean_activation,
             "density": density,
             "top_index": top_index.to(torch.int32),
+            "top_position": top_position.to(torch.int32),
             "top_activation": top_act,
             "boosted": effects.boosted.to(torch.int32),
             "boosted_value": effects.boosted_value,
@@ -97,13 +114,16 @@ def build_feature_data(model: HookedTransformer, sae: SAE, held_out: Int[Tensor,
     )
 
     def strings(ids: list[int]) -> list[str]:
-        return [model.tokenizer.decode([i]) for i in ids]  # type: ignore[union-attr]
+        return [str(tokenizer.decode([i])) for i in ids]
 
     labels = []
     for f in range(sae.cfg.d_sae):
-        idx = [i for i in top_index[f].tolist() if i >= 0]
-        tokens = strings(held_out[idx].tolist())
-        previous = strings(held_out[[i - 1 for i in idx if i > 0]].tolist())
+        shown = top_index[f] >= 0
+        index, position = top_index[f][shown].tolist(), top_position[f][shown].tolist()
+        # The token before an example is only what the model read: nothing but BOS at a window's first position.
+        before = strings([int(held_out[i - 1]) for i in index])
+        previous = [token if p > 1 else None for token, p in zip(before, position, strict=True)]
+        tokens = strings(held_out[index].tolist())
         labels.append(auto_label(tokens, previous, strings(effects.boosted[f].tolist())))
     (folder / "labels.json").write_text(json.dumps(labels, ensure_ascii=False))
 

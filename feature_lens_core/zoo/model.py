@@ -35,6 +35,13 @@ def build_model(config: dict[str, object], d_vocab: int, tokenizer: PreTrainedTo
     return HookedTransformer(cfg, tokenizer=tokenizer)
 
 
+def bos_id(model: HookedTransformer) -> int:
+    """The id of the model's BOS token (the zoo's tokenizer has one: `<|endoftext|>`)."""
+    bos = model.tokenizer.bos_token_id if model.tokenizer is not None else None
+    assert isinstance(bos, int), "the model's tokenizer has no BOS token"
+    return bos
+
+
 def random_windows(
     stream: Int[torch.Tensor, " n"], batch: int, n_ctx: int, bos: int, generator: torch.Generator
 ) -> Int[torch.Tensor, "batch n_ctx"]:
@@ -65,7 +72,7 @@ def train_model(
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    bos = model.tokenizer.bos_token_id  # type: ignore[union-attr]
+    bos = bos_id(model)
     model.train()
     for step in range(steps):
         tokens = random_windows(stream, batch, model.cfg.n_ctx, bos, generator)

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 from transformer_lens import HookedTransformer
 
-from feature_lens_core.zoo.model import random_windows
+from feature_lens_core.zoo.model import bos_id, random_windows
 from feature_lens_core.zoo.sae_specs import D_SAE, SaeSpec, zoo_specs
 
 N_WINDOWS = 6000
@@ -38,7 +38,7 @@ def collect_activations(
 ) -> dict[str, Float[Tensor, "tokens d"]]:
     """Activations at `hooks` on random BOS-prefixed windows, flattened to [tokens, d]."""
     generator = torch.Generator().manual_seed(seed)
-    bos = model.tokenizer.bos_token_id  # type: ignore[union-attr]
+    bos = bos_id(model)
     chunks: dict[str, list[Tensor]] = {h: [] for h in hooks}
     for _ in tqdm(range(0, n_windows, 64), desc="activations"):
         tokens = random_windows(stream, 64, model.cfg.n_ctx, bos, generator)
@@ -154,16 +154,17 @@ def refit_decoder(trainee: _Trainee, x_all: Tensor, y_all: Tensor, generator: to
 
 
 def to_sae_lens(spec: SaeSpec, trainee: _Trainee, scale_in: float, scale_out: float, model_name: str) -> SAE:
-    """Fold the training scales and decoder norms into an SAE-Lens SAE or Transcoder.
+    """Fold the training scales, then the decoder norms, into an SAE-Lens SAE or Transcoder.
 
-    After folding, every decoder row has unit norm, so an activation's size is the
-    size of the feature's write, comparable across features.
+    The scales make the weights work on raw activations. SAE-Lens's `fold_W_dec_norm` then
+    moves each decoder row's norm into the feature's encoder column and bias (for a ReLU SAE
+    this leaves the reconstruction unchanged), so every decoder row has unit norm and an
+    activation's size is the size of the feature's write, comparable across features and SAEs.
     """
     with torch.no_grad():
-        norms = trainee.W_dec.norm(dim=1).clamp(min=1e-8)
-        w_enc = trainee.W_enc * scale_in * norms
-        b_enc = trainee.b_enc * norms
-        w_dec = trainee.W_dec / norms[:, None] / scale_out
+        w_enc = trainee.W_enc * scale_in
+        b_enc = trainee.b_enc.clone()
+        w_dec = trainee.W_dec / scale_out
         b_dec = trainee.b_dec / scale_out
     metadata = SAEMetadata(
         model_name=model_name,
@@ -192,6 +193,7 @@ def to_sae_lens(spec: SaeSpec, trainee: _Trainee, scale_in: float, scale_out: fl
         )
         sae = StandardSAE(cfg)
     sae.load_state_dict({"W_enc": w_enc, "b_enc": b_enc, "W_dec": w_dec, "b_dec": b_dec})
+    sae.fold_W_dec_norm()
     return sae.eval()
 
 
