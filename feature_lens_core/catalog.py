@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,19 +42,48 @@ def builtin_sae_names() -> list[str]:
     return sorted(names, key=lambda n: (int(n.split(".")[0][1:]), order.get(n.split(".")[1], 9)))
 
 
+def _directory_text() -> str:
+    """SAE-Lens's directory of pretrained releases, the YAML file shipped in its wheel (so readable offline)."""
+    from importlib.resources import files
+
+    return files("sae_lens").joinpath("pretrained_saes.yaml").read_text()
+
+
+def _parse(text: str) -> dict[str, dict]:
+    import yaml
+
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
+
+
+def _entries(release: str, value: dict) -> dict[str, HubSae]:
+    """The SAEs of one release, from its YAML mapping (the fields SAE-Lens's own directory reads)."""
+    loader = value.get("conversion_func") or "sae_lens"
+    entries = (
+        HubSae(release, sae["id"], value["model"], sae.get("neuronpedia"), value["repo_id"], str(sae["path"]), loader)
+        for sae in value["saes"]
+    )
+    return {entry.name: entry for entry in entries}
+
+
 @functools.cache
 def hub_saes() -> dict[str, HubSae]:
-    """Every SAE in SAE-Lens's directory (shipped inside the wheel, so readable offline)."""
-    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+    """Every SAE in SAE-Lens's directory, by `release/sae_id` (parsing it all takes about a second)."""
+    releases = _parse(_directory_text())
+    return {name: entry for release, value in releases.items() for name, entry in _entries(release, value).items()}
 
-    saes: dict[str, HubSae] = {}
-    for release, lookup in get_pretrained_saes_directory().items():
-        for sae_id, path in lookup.saes_map.items():
-            neuronpedia = (lookup.neuronpedia_id or {}).get(sae_id)
-            loader = lookup.conversion_func or "sae_lens"
-            entry = HubSae(release, sae_id, lookup.model, neuronpedia, lookup.repo_id, path, loader)
-            saes[entry.name] = entry
-    return saes
+
+@functools.cache
+def _release(release: str) -> dict[str, HubSae]:
+    """One release's SAEs, parsed from its own section of the directory only (milliseconds, not a second)."""
+    # A section is its top-level key's line and the indented (or blank) lines below it.
+    section = re.search(rf"^{re.escape(release)}:[ \t]*\n(?:[ \t][^\n]*\n?|\n)*", _directory_text(), re.MULTILINE)
+    return _entries(release, _parse(section.group())[release]) if section else {}
+
+
+def hub_sae(name: str) -> HubSae | None:
+    """The directory entry of hub SAE `release/sae_id`, or None if SAE-Lens's directory has no such SAE."""
+    release = name.split("/", 1)[0]
+    return _release(release).get(name) if "/" in name else None
 
 
 def hub_models() -> list[str]:
@@ -75,7 +105,7 @@ def neuronpedia_url(neuronpedia_id: str, feature: int) -> str:
 
 def neuronpedia_page(sae_name: str, feature: int) -> str | None:
     """The Neuronpedia page of `feature` of the hub SAE `release/sae_id`, or None when it has none."""
-    entry = hub_saes().get(sae_name)
+    entry = hub_sae(sae_name)
     return neuronpedia_url(entry.neuronpedia_id, feature) if entry and entry.neuronpedia_id else None
 
 

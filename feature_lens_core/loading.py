@@ -238,7 +238,7 @@ def load_sae(
     folder = Path(name).expanduser()
     if folder.is_dir() or name.startswith(("/", "./", "~")):
         return _load_folder(folder, where, precision)
-    entry = catalog.hub_saes().get(name)
+    entry = catalog.hub_sae(name)
     if entry is None:
         options = list_saes(model)
         hint = f" SAEs for '{model}' include: {', '.join(options[:5])}." if options else ""
