@@ -42,6 +42,7 @@ def builtin_sae_names() -> list[str]:
     return sorted(names, key=lambda n: (int(n.split(".")[0][1:]), order.get(n.split(".")[1], 9)))
 
 
+@functools.cache
 def _directory_text() -> str:
     """SAE-Lens's directory of pretrained releases, the YAML file shipped in its wheel (so readable offline)."""
     from importlib.resources import files

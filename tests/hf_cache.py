@@ -141,12 +141,13 @@ def add_gpt2(cache: HubCache, *, n_layers: int = 2, d_model: int = 64, n_heads: 
 
 
 def _sae_tensors(d_in: int, d_sae: int, d_out: int, seed: int) -> dict[str, torch.Tensor]:
-    """Random SAE weights that give a few active features per token: unit decoder rows, a negative bias."""
+    """Random SAE weights: unit-norm encoder columns and decoder rows, zero encoder bias (ReLU: half fire)."""
     generator = torch.Generator().manual_seed(seed)
-    w_enc = torch.randn(d_in, d_sae, generator=generator) / d_in**0.5
+    w_enc = torch.randn(d_in, d_sae, generator=generator)
+    w_enc = w_enc / w_enc.norm(dim=0, keepdim=True)
     w_dec = torch.randn(d_sae, d_out, generator=generator)
     w_dec = w_dec / w_dec.norm(dim=-1, keepdim=True)
-    b_enc = -0.5 * torch.rand(d_sae, generator=generator)
+    b_enc = torch.zeros(d_sae)
     b_dec = 0.01 * torch.randn(d_out, generator=generator)
     return {"W_enc": w_enc, "W_dec": w_dec, "b_enc": b_enc, "b_dec": b_dec}
 
@@ -223,12 +224,12 @@ def gemma_scope_shape(release: str, sae_id: str) -> tuple[int, int]:
 def add_gemma_scope(cache: HubCache, release: str, sae_id: str, *, seed: int = 0) -> tuple[int, int]:
     """Write one Gemma Scope JumpReLU SAE or transcoder (`<folder>/params.npz`, float32, the real keys).
 
-    Returns (d_in, d_sae). The threshold is set so that a few features fire on activations of norm ~sqrt(d_in).
+    Returns (d_in, d_sae). The threshold lets about 1 in 160 features fire on activations of unit size per
+    dimension (pre-activations are then standard normal).
     """
     repo_id, folder = _directory_entry(release, sae_id)
     d_in, d_sae = gemma_scope_shape(release, sae_id)
     tensors = _sae_tensors(d_in, d_sae, d_in, seed)
-    tensors["b_enc"] = torch.zeros(d_sae)
     tensors["threshold"] = torch.full((d_sae,), 2.5)
     cache.put(repo_id, f"{folder}/params.npz", _npz({name: t.numpy() for name, t in tensors.items()}))
     return d_in, d_sae
