@@ -188,7 +188,7 @@ def load_model(
     where, precision = str(resolve_device(device)), resolve_dtype(dtype)
     if name == catalog.BUILTIN_MODEL:
         return _builtin_model(where, precision)
-    from transformer_lens.loading_from_pretrained import MODEL_ALIASES, OFFICIAL_MODEL_NAMES
+    from transformer_lens.supported_models import MODEL_ALIASES, OFFICIAL_MODEL_NAMES
 
     known = list(OFFICIAL_MODEL_NAMES) + [a for aliases in MODEL_ALIASES.values() for a in aliases]
     repo = catalog.model_repo(name) if name in known else None
@@ -203,9 +203,9 @@ def load_model(
             f"code). Pick a model with safetensors weights, such as 'gpt2-small'."
         )
     what = f"model '{name}'"
-    # TransformerLens prints progress to stdout, which the CLI keeps for results.
-    load = functools.partial(HookedTransformer.from_pretrained, name, device=where, dtype=precision)
-    with contextlib.redirect_stdout(sys.stderr):
+    # TransformerLens annotates dtype as a name but takes a torch dtype, float64 included (its names lack it).
+    load = functools.partial(HookedTransformer.from_pretrained, name, device=where, dtype=precision)  # pyright: ignore[reportArgumentType]
+    with contextlib.redirect_stdout(sys.stderr):  # TransformerLens prints progress; the CLI's stdout is for results
         if hub_reachable():
             model = load()
         else:

@@ -15,6 +15,7 @@ import pytest
 import torch
 from huggingface_hub import try_to_load_from_cache
 from safetensors.torch import load_file
+from transformer_lens import HookedTransformer
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import feature_lens_core as flc
@@ -29,7 +30,7 @@ PROMPT = "The quick brown fox jumps over the lazy dog."
 
 
 @pytest.fixture
-def gpt2(hub_cache: Path):  # noqa: ANN201
+def gpt2(hub_cache: Path) -> HookedTransformer:
     return flc.load_model("gpt2-small", device="cpu")
 
 
@@ -68,7 +69,9 @@ def test_gpt2_small_res_jb_loads_with_its_weights_and_neuronpedia_id(hub_cache: 
 
 @pytest.mark.parametrize("method", list(METHODS))
 @pytest.mark.parametrize("direction", ["upstream", "downstream"])
-def test_rank_runs_every_method_on_the_cached_release(gpt2, hub_cache: Path, method: str, direction: str) -> None:  # noqa: ANN001
+def test_rank_runs_every_method_on_the_cached_release(
+    gpt2: HookedTransformer, hub_cache: Path, method: str, direction: str
+) -> None:
     saes = {name: flc.load_sae("gpt2-small", name, device="cpu") for name in GPT2_SAES}
     own = GPT2_SAES[1] if direction == "upstream" else GPT2_SAES[0]
     acts = flc.activations(gpt2, saes[own], PROMPT)
@@ -80,7 +83,7 @@ def test_rank_runs_every_method_on_the_cached_release(gpt2, hub_cache: Path, met
     assert set(frame.sae) == {GPT2_SAES[0] if direction == "upstream" else GPT2_SAES[1]}
 
 
-def test_build_graph_on_the_cached_release(gpt2, hub_cache: Path) -> None:  # noqa: ANN001
+def test_build_graph_on_the_cached_release(gpt2: HookedTransformer, hub_cache: Path) -> None:
     saes = {name: flc.load_sae("gpt2-small", name, device="cpu") for name in GPT2_SAES}
     acts = flc.activations(gpt2, saes[GPT2_SAES[1]], PROMPT)
     last = int(acts.position.max())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ AT_ONCE_S = 1.0
 OFFER = "Use the built-in model instead: model 'toy'"
 
 
-def _fails_at_once(load) -> str:  # noqa: ANN001
+def _fails_at_once(load: Callable[[], object]) -> str:
     start = time.perf_counter()
     with pytest.raises(FeatureLensError) as raised:
         load()
