@@ -74,11 +74,21 @@ def hub_saes() -> dict[str, HubSae]:
 
 
 @functools.cache
+def _sections() -> dict[str, tuple[int, int]]:
+    """Where each release's section of the directory starts and ends: its top-level key's line up to the next."""
+    text = _directory_text()
+    starts = [(m.group(1), m.start()) for m in re.finditer(r"^([^\s#][^\n]*?):[ \t]*$", text, re.MULTILINE)]
+    ends = [start for _, start in starts[1:]] + [len(text)]
+    return {release: (start, end) for (release, start), end in zip(starts, ends, strict=True)}
+
+
+@functools.cache
 def _release(release: str) -> dict[str, HubSae]:
     """One release's SAEs, parsed from its own section of the directory only (milliseconds, not a second)."""
-    # A section is its top-level key's line and the indented (or blank) lines below it.
-    section = re.search(rf"^{re.escape(release)}:[ \t]*\n(?:[ \t][^\n]*\n?|\n)*", _directory_text(), re.MULTILINE)
-    return _entries(release, _parse(section.group())[release]) if section else {}
+    where = _sections().get(release)
+    if where is None:
+        return {}
+    return _entries(release, _parse(_directory_text()[where[0] : where[1]])[release])
 
 
 def hub_sae(name: str) -> HubSae | None:
