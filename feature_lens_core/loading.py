@@ -150,7 +150,7 @@ def _from_cache(what: str, repo_id: str, include: str | None = None) -> Iterator
         try:
             yield
         except OSError as exc:  # huggingface_hub's LocalEntryNotFoundError and transformers' OSError
-            _require_cached(what, repo_id, [_one_line(exc)[:200]], include)
+            _require_cached(what, repo_id, [f"a file its loader asked for ({_one_line(exc)[:200]})"], include)
         finally:
             constants.HF_HUB_OFFLINE = was
 
