@@ -310,7 +310,7 @@ def _load_folder(folder: Path, device: str, dtype: torch.dtype) -> SAE:
             "complete safetensors file: it may be truncated or corrupt; copy it again."
         ) from exc
     try:
-        sae = SAE.load_from_disk(folder, device=device, dtype=str(dtype))
+        sae = SAE.load_from_disk(folder, device=device).to(dtype=dtype)  # read as the folder says, then cast
     except Exception as exc:  # a user's folder can fail in any library layer; report, don't crash
         raise FeatureLensError(
             f"SAE folder '{folder}': its weights do not fit its cfg.json ({_one_line(exc)[:300]}). "
