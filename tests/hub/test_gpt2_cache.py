@@ -7,6 +7,7 @@ real file layouts, with a reduced width (d_model 64, 2 layers, 128 features) exc
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -118,3 +119,19 @@ def test_gpt2_small_real_shapes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     for method in ("attribution", "direct"):
         frame = flc.rank(model, saes, PROMPT, feature, direction="upstream", method=method, top_k=20)
         assert len(frame) == 20 and frame.score.map(math.isfinite).all() and set(frame.sae) == {names[0]}
+
+
+def test_cli_ranks_a_cached_release_with_clean_stdout(
+    gpt2: HookedTransformer, hub_cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The CLI end to end on the cached model: TransformerLens's progress lines must not reach stdout's JSON."""
+    from feature_lens_core import cli
+
+    acts = flc.activations(gpt2, flc.load_sae("gpt2-small", GPT2_SAES[1], device="cpu"), PROMPT)
+    feature = f"{GPT2_SAES[1]}:{int(acts[acts.position == 1].iloc[0].feature)}@1"
+    argv = ["rank", "--model=gpt2-small", f"--prompt={PROMPT}", f"--feature={feature}", f"--saes={GPT2_SAES[0]}"]
+    status = cli.main([*argv, "--direction=upstream", "--method=attribution", "--format=json"])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    rows = json.loads(out)
+    assert rows and {row["sae"] for row in rows} == {GPT2_SAES[0]}
