@@ -84,7 +84,7 @@ def _runs(model: HookedTransformer, saes: dict[str, SAE], prompt: str) -> dict[s
     """Every method both ways, and a graph: name -> (seconds, result)."""
     import feature_lens_core as flc
     from feature_lens_core.connectome import build_graph
-    from feature_lens_core.ranking import METHODS
+    from feature_lens_core.options import METHODS
 
     device = str(model.cfg.device)
     names = list(saes)

@@ -21,7 +21,7 @@ from transformer_lens import HookedTransformer
 import feature_lens_core as flc
 from feature_lens_core import catalog, hooks
 from feature_lens_core.connectome import build_graph
-from feature_lens_core.ranking import METHODS
+from feature_lens_core.options import METHODS
 from tests.hub.conftest import GEMMA_SAES, point_at
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
