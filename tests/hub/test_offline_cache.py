@@ -21,16 +21,17 @@ from tests.hf_cache import HubCache, add_gpt2
 from tests.hub.conftest import GPT2_SAES, point_at
 
 pytestmark = pytest.mark.integration
-AT_ONCE_S = 1.0
+AT_ONCE_S = 1.0  # the work one failure may cost (process CPU time, which other jobs on the machine do not inflate)
+WALL_S = 5.0  # and the wall-clock time it may take on a loaded, shared machine
 OFFER = "Use the built-in model instead: model 'toy'"
 
 
 def _fails_at_once(load: Callable[[], object]) -> str:
-    start = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     with pytest.raises(FeatureLensError) as raised:
         load()
-    elapsed = time.perf_counter() - start
-    assert elapsed < AT_ONCE_S, f"took {elapsed:.2f} s"
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    assert cpu < AT_ONCE_S and wall < WALL_S, f"took {cpu:.2f} s of CPU, {wall:.2f} s"
     return str(raised.value)
 
 
