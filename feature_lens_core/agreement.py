@@ -46,7 +46,7 @@ def agreement(pairs: pd.DataFrame, k: int = 10) -> pd.DataFrame:
         spearman = float(exact.corr(estimate, method="spearman")) if len(group) > 2 else float("nan")
 
         def top(column: str, n: int, group: pd.DataFrame = group) -> set[int]:
-            return set(group[column].abs().nlargest(n).index)
+            return set(pd.Series(group[column]).abs().nlargest(n).index)
 
         size = min(k, len(group))
         best = top("exact", k)

@@ -28,9 +28,9 @@ from transformer_lens import HookedTransformer
 
 from feature_lens_core import feature_data
 from feature_lens_core.batch import BatchResult, Executor, FeatureSpec, Progress, rank_many
-from feature_lens_core.errors import FeatureLensError, NothingToRank
+from feature_lens_core.errors import FeatureLensError
 from feature_lens_core.options import DIRECTIONS, Direction, Method
-from feature_lens_core.ranking import other_side
+from feature_lens_core.ranking import has_side
 from feature_lens_core.targets import FeatureRef
 
 CLUSTERERS = ("kmeans", "agglomerative")
@@ -72,7 +72,7 @@ def connection_profiles(
     if sae not in saes:
         raise FeatureLensError(f"SAE '{sae}' is not among the SAEs given ({', '.join(saes)}). Add it.")
     spec = FeatureSpec(sae, None, at, max_per_prompt)
-    sides = [s for s in SIDES if _has_side(saes, sae, s)]
+    sides = [s for s in SIDES if has_side(saes, FeatureRef(sae, 0, 0), s)]
     if not sides:
         raise FeatureLensError(f"No SAE given is upstream or downstream of '{sae}': add SAEs of other layers.")
     runs, columns = {}, []
@@ -90,14 +90,6 @@ def connection_profiles(
     counts = runs[sides[0]].occurrences.feature.value_counts()
     keep = counts[counts >= min_occurrences].index.intersection(matrix.index).sort_values()
     return Profiles(sae, matrix.loc[keep], counts.loc[keep], runs)
-
-
-def _has_side(saes: Mapping[str, SAE], sae: str, side: Direction) -> bool:
-    try:
-        other_side(saes, FeatureRef(sae, 0, 0), side)
-    except NothingToRank:
-        return False
-    return True
 
 
 def embedding(profiles: Profiles) -> np.ndarray:

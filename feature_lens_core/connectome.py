@@ -29,7 +29,7 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from feature_lens_core import feature_data, hooks, validation
-from feature_lens_core.errors import FeatureLensError, NothingToRank
+from feature_lens_core.errors import FeatureLensError
 from feature_lens_core.exclusive import exclusive
 from feature_lens_core.methods.runner import run
 from feature_lens_core.methods.types import Anchor, BaselineValues, LogitAnchor
@@ -42,7 +42,7 @@ from feature_lens_core.options import (
     GraphDirection,
     Method,
 )
-from feature_lens_core.ranking import activations, anchor_of, other_side, rank
+from feature_lens_core.ranking import activations, anchor_of, has_side, other_side, rank
 from feature_lens_core.targets import FeatureRef, LogitDiffRef, Target, node_id
 from feature_lens_core.validation import prompt_tokens
 
@@ -263,9 +263,7 @@ def _expand(
                 ref = target
             elif node["kind"] == "feature":
                 ref = FeatureRef(node["sae"], int(node["feature"]), int(node["position"]))
-                try:
-                    other_side(saes, ref, side)
-                except NothingToRank:
+                if not has_side(saes, ref, side):
                     continue  # nothing on that side of this node: it stays a leaf
             else:
                 continue  # error nodes are leaves
@@ -339,6 +337,8 @@ def build_graph(
     shares = [math.ceil(node_budget / 2), node_budget // 2] if direction == "both" else [node_budget]
     settings = {"method": method, "baseline": baseline, "corrupt_prompt": corrupt_prompt}
     for side, share in zip(sides, shares, strict=True):
+        if direction == "both" and not has_side(saes, target, side):
+            continue  # "both" grows whichever sides have SAEs; one side asked for must have them
         _expand(model, saes, prompt, target, start, side, (share, hops, threshold), settings, nodes, edges)
     node_frame = pd.DataFrame(list(nodes.values()), columns=NODE_COLUMNS)
     edge_frame = pd.DataFrame(edges, columns=EDGE_COLUMNS)

@@ -97,6 +97,15 @@ def other_side(saes: Mapping[str, SAE], feature: Target, direction: Direction) -
     return side
 
 
+def has_side(saes: Mapping[str, SAE], target: Target, direction: Direction) -> bool:
+    """Whether `other_side` finds any SAE on that side of `target`."""
+    try:
+        other_side(saes, target, direction)
+    except NothingToRank:
+        return False
+    return True
+
+
 def _frame(model: HookedTransformer, tokens: Tensor, scored: list[Scored]) -> pd.DataFrame:
     """One row per scored node, sorted by |score| (stable, so ties keep SAE, position, feature order)."""
     if not scored:

@@ -1,6 +1,6 @@
 """The agreement table of docs/methods.md: each cheap method against exhaustive activation patching.
 
-    python -m scripts.agreement_table        # about 15 s, on the built-in model
+python -m scripts.agreement_table        # about 15 s, on the built-in model
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     saes = {name: load_sae("toy", name) for name in list_saes("toy")}
     table = measure(model, saes, CASES, args.k)
     table["prompt"] = table["prompt"].str.slice(0, 32) + "…"
-    print(markdown(table))  # noqa: T201
+    print(markdown(table))
 
 
 def markdown(table: pd.DataFrame) -> str:

@@ -24,7 +24,7 @@ def server() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def browser(server: str):  # noqa: ANN201, ARG001 (the server is started first so its clock runs from launch)
+def browser(server: str):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

@@ -13,9 +13,9 @@ import pytest
 from feature_lens_core.batch import FeatureSpec, held_out_prompts, rank_many
 from feature_lens_core.clustering import cluster_features, connection_profiles, label_coherence
 from feature_lens_core.connectome import build_graph, faithfulness
-from scripts.connectome_report import LOVE, PARTITION, WAR
 from feature_lens_core.directions import direction_sae, steering_vector
 from feature_lens_core.ranking import FeatureRef, activations, rank
+from scripts.connectome_report import LOVE, PARTITION, WAR
 
 pytestmark = pytest.mark.integration
 PROMPT = "To be, or not to be, that is the question: whether 'tis nobler in the mind to suffer"

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from feature_lens_core import agreement, feature_data
-from scripts.agreement_table import CASES
 from feature_lens_core.ranking import FeatureRef, activations, rank
+from scripts.agreement_table import CASES
 from tests.helpers import brute_force, cache_of, leftover
 
 pytestmark = pytest.mark.integration

@@ -21,7 +21,7 @@ EX = EXAMPLES[0]
 
 
 @pytest.fixture
-def page(browser):  # noqa: ANN001, ANN201
+def page(browser):
     """A new session whose JavaScript dialogs (an injected `alert`) are recorded in `page.dialogs`."""
     context = browser.new_context(viewport={"width": 1400, "height": 1400})
     page = context.new_page()
@@ -31,7 +31,7 @@ def page(browser):  # noqa: ANN001, ANN201
     context.close()
 
 
-def _open(page, url: str) -> None:  # noqa: ANN001
+def _open(page, url: str) -> None:
     page.goto(url)
     helpers.wait_idle(page)
     helpers.bars(page, 1).first.wait_for(timeout=helpers.WAIT_MS)  # the rankings are drawn
@@ -39,7 +39,7 @@ def _open(page, url: str) -> None:  # noqa: ANN001
     assert page.get_by_test_id("stException").count() == 0
 
 
-def test_a_mangled_link_keeps_what_it_can(page, server: str) -> None:  # noqa: ANN001
+def test_a_mangled_link_keeps_what_it_can(page, server: str) -> None:
     # Broken percent escapes, empty and nameless parameters, a repeated key (the last one counts), a number
     # written as a float and an unknown method.
     query = f"feature=%ZZ&pos=&&=x&method=magic&feature=1e9&{urlencode({'prompt': EX.prompt})}"
@@ -51,7 +51,7 @@ def test_a_mangled_link_keeps_what_it_can(page, server: str) -> None:  # noqa: A
     assert helpers.params(page)["method"] == "attribution"
 
 
-def test_markup_in_the_prompt_is_shown_as_text(page, server: str) -> None:  # noqa: ANN001
+def test_markup_in_the_prompt_is_shown_as_text(page, server: str) -> None:
     acts = flc.activations(flc.load_model("toy"), flc.load_sae("toy", EX.sae), MARKUP)
     feature = int(acts[acts["position"] == 1]["feature"].iloc[0])  # position 1 is the token "<"
     _open(page, f"{server}/?{urlencode({'prompt': MARKUP, 'sae': EX.sae, 'feature': feature, 'pos': 1})}")

@@ -75,7 +75,7 @@ def test_every_cache_is_bounded_and_hosted_ones_are_smaller() -> None:
 
 @pytest.mark.app
 @pytest.mark.slow
-def test_too_many_saes_are_cut_with_a_notice(hosted: hosting.Limits, open_app) -> None:  # noqa: ANN001
+def test_too_many_saes_are_cut_with_a_notice(hosted: hosting.Limits, open_app) -> None:
     eight = [name for name in catalog.builtin_sae_names() if name != EX.sae][:7] + [EX.sae]
     at = open_app(saes=",".join(eight), sae=EX.sae)
     assert_healthy(at)
@@ -87,7 +87,7 @@ def test_too_many_saes_are_cut_with_a_notice(hosted: hosting.Limits, open_app) -
 
 @pytest.mark.app
 @pytest.mark.slow
-def test_activation_patching_is_capped_and_says_so(hosted: hosting.Limits, open_app) -> None:  # noqa: ANN001
+def test_activation_patching_is_capped_and_says_so(hosted: hosting.Limits, open_app) -> None:
     at = open_app(method="activation", direction="upstream")
     assert_healthy(at)
     assert not errors(at), errors(at)

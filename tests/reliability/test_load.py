@@ -84,7 +84,7 @@ def _rss_mb(pid: int) -> float:
     return psutil.Process(pid).memory_info().rss / 2**20
 
 
-def _read_table(page) -> pd.DataFrame:  # noqa: ANN001
+def _read_table(page) -> pd.DataFrame:
     """Wait for the page's run to end, check it shows no error, and download the table it offers."""
     page.wait_for_selector(SHOWN, timeout=helpers.WAIT_MS)
     helpers.wait_idle(page)
@@ -102,12 +102,12 @@ def _check_same(got: pd.DataFrame, view: state.ViewState) -> None:
     np.testing.assert_allclose(got["score"], expected["score"], rtol=1e-5, atol=1e-7, err_msg=str(view))
 
 
-def _open(page, server: Server, view: state.ViewState) -> None:  # noqa: ANN001
+def _open(page, server: Server, view: state.ViewState) -> None:
     """Navigate to a view's link without waiting for the page to load, so that all sessions load at once."""
     page.goto(f"{server.url}/?{urlencode(state.to_params(view))}", wait_until="commit")
 
 
-def test_eight_sessions_ranking_at_once_each_get_their_own_result(hosted_server: Server, browser) -> None:  # noqa: ANN001
+def test_eight_sessions_ranking_at_once_each_get_their_own_result(hosted_server: Server, browser) -> None:
     views = _views()
     warm = browser.new_context()
     page = warm.new_page()

@@ -218,7 +218,7 @@ def _unescaped(markdown: str) -> str:
     return re.sub(r"\\(.)", r"\1", markdown)
 
 
-def _check_tokens(frame, prompt: str) -> None:  # noqa: ANN001
+def _check_tokens(frame, prompt: str) -> None:
     tokens = flc.load_model("toy").to_str_tokens(prompt)
     assert list(frame["token"]) == [tokens[p] for p in frame["position"]]
 
@@ -228,7 +228,7 @@ def _check_tokens(frame, prompt: str) -> None:  # noqa: ANN001
 def test_api(case: Case, sae_folders: dict[str, str]) -> None:
     view = _view(case, sae_folders)
 
-    def run():  # noqa: ANN202 (loading is part of the API a user calls)
+    def run():
         model = flc.load_model(view["model"])
         saes = {name: flc.load_sae(view["model"], name) for name in dict.fromkeys([*view["saes"], view["sae"]])}
         target = flc.FeatureRef(view["sae"], view["feature"], view["pos"])
@@ -256,7 +256,7 @@ def test_api(case: Case, sae_folders: dict[str, str]) -> None:
 
 @pytest.mark.integration
 @pytest.mark.parametrize("case", CASES, ids=IDS)
-def test_cli(case: Case, sae_folders: dict[str, str], run_cli) -> None:  # noqa: ANN001
+def test_cli(case: Case, sae_folders: dict[str, str], run_cli) -> None:
     view = _view(case, sae_folders)
     options = {
         "--model": view["model"],
@@ -291,7 +291,7 @@ def _params(case: Case, view: dict) -> dict[str, str]:
     return params
 
 
-def _repair(at, fix: dict) -> None:  # noqa: ANN001
+def _repair(at, fix: dict) -> None:
     """Put the input right through the sidebar, as a user would."""
     for key, value in fix.items():
         if key == "model":
@@ -307,14 +307,14 @@ def _repair(at, fix: dict) -> None:  # noqa: ANN001
     at.run()
 
 
-def _has_rankings(at) -> bool:  # noqa: ANN001
+def _has_rankings(at) -> bool:
     return any(key.startswith("bars_") for key in charts(at))
 
 
 @pytest.mark.app
 @pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=IDS)
-def test_app(case: Case, sae_folders: dict[str, str], open_app) -> None:  # noqa: ANN001
+def test_app(case: Case, sae_folders: dict[str, str], open_app) -> None:
     view = _view(case, sae_folders)
     at = open_app(**_params(case, view))
     assert_healthy(at)
@@ -343,7 +343,7 @@ def test_app(case: Case, sae_folders: dict[str, str], open_app) -> None:  # noqa
         assert _has_rankings(at)
 
 
-def _check_escaped(at) -> None:  # noqa: ANN001
+def _check_escaped(at) -> None:
     """The prompt's text is shown as text: escaped in HTML, and no markdown punctuation of it left active."""
     html = "".join(element.proto.body for element in at.get("html"))
     # Byte-level tokens split "<script>" into "<", "s", "cri", "pt", ">": each must arrive escaped.
@@ -354,7 +354,7 @@ def _check_escaped(at) -> None:  # noqa: ANN001
 
 
 @pytest.mark.integration
-def test_cli_table_writes_control_characters_as_escapes(run_cli) -> None:  # noqa: ANN001
+def test_cli_table_writes_control_characters_as_escapes(run_cli) -> None:
     status, out, _ = run_cli("activations", "--model=toy", f"--sae={EX.sae}", f"--prompt={MARKUP}", "--format=table")
     assert status == 0
     assert "\x1b" not in out and "\x07" not in out and "\\x1b" in out and "<" in out

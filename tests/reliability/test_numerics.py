@@ -20,7 +20,7 @@ KEY = ["sae", "kind", "feature", "position"]
 
 
 @pytest.fixture(scope="module")
-def model():  # noqa: ANN201
+def model():
     return flc.load_model("toy")
 
 
@@ -37,7 +37,7 @@ def _broken(saes: dict, name: str, weight: str, value: float) -> dict:
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
-def test_non_finite_encoder_is_refused_by_activations_and_rank(model, saes: dict, value: float) -> None:  # noqa: ANN001
+def test_non_finite_encoder_is_refused_by_activations_and_rank(model, saes: dict, value: float) -> None:
     broken = _broken(saes, EX.sae, "b_enc", value)
     with pytest.raises(FeatureLensError, match="activations on this prompt contains NaN or infinite values"):
         flc.activations(model, broken[EX.sae], EX.prompt)
@@ -46,14 +46,14 @@ def test_non_finite_encoder_is_refused_by_activations_and_rank(model, saes: dict
 
 
 @pytest.mark.parametrize("method", ["activation", "attribution", "direct"])
-def test_a_decoder_that_overflows_never_reaches_a_chart(model, saes: dict, method: str) -> None:  # noqa: ANN001
+def test_a_decoder_that_overflows_never_reaches_a_chart(model, saes: dict, method: str) -> None:
     """Finite activations, infinite decoder rows: every score would be NaN; the ranking is refused instead."""
     broken = _broken(saes, "L0.mlp_out", "W_dec", float("inf"))
     with pytest.raises(FeatureLensError, match="The ranking contains NaN or infinite values"):
         flc.rank(model, broken, EX.prompt, TARGET, direction="upstream", method=method)
 
 
-def test_a_target_whose_activation_is_zero_is_refused(model, saes: dict) -> None:  # noqa: ANN001
+def test_a_target_whose_activation_is_zero_is_refused(model, saes: dict) -> None:
     silenced = _broken(saes, EX.sae, "b_enc", -1e4)  # the target SAE fires nowhere
     with pytest.raises(FeatureLensError, match=r"is not active at position 8 .* Active there: none"):
         flc.rank(model, silenced, EX.prompt, TARGET, direction="downstream", method="attribution")
@@ -65,7 +65,7 @@ def test_a_target_whose_activation_is_zero_is_refused(model, saes: dict) -> None
     ids=["float64", "float16", "bfloat16"],
 )
 @pytest.mark.parametrize("method", ["activation", "attribution", "direct"])
-def test_saes_in_another_dtype_give_the_float32_result(model, saes: dict, dtype, rtol, atol, method: str) -> None:  # noqa: ANN001
+def test_saes_in_another_dtype_give_the_float32_result(model, saes: dict, dtype, rtol, atol, method: str) -> None:
     """The float32 model with SAEs in float64, float16 or bfloat16: the same nodes, scores to the SAE's precision.
 
     Features whose activation is within rounding of zero may flip on or off in low precision, so the strong

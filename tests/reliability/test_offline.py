@@ -66,7 +66,7 @@ def test_a_hub_that_never_answers_costs_one_timeout(monkeypatch: pytest.MonkeyPa
 
 
 @pytest.mark.integration
-def test_cli_in_process_fails_in_one_line(unreachable: str, run_cli) -> None:  # noqa: ANN001
+def test_cli_in_process_fails_in_one_line(unreachable: str, run_cli) -> None:
     for argv, what in (
         (["activations", f"--model={HUB_MODEL}", f"--sae={HUB_SAE}", "--prompt=Hello"], f"model '{HUB_MODEL}'"),
         (["saes", f"--model={HUB_MODEL}"], "SAE 'gpt2-small-"),  # listing needs each SAE's config
@@ -96,7 +96,7 @@ def test_cli_subprocess_offline_fails_in_one_line() -> None:
 
 @pytest.mark.app
 @pytest.mark.slow
-def test_app_choosing_a_hub_model_fails_fast_and_offers_the_built_in_one(unreachable: str, open_app) -> None:  # noqa: ANN001
+def test_app_choosing_a_hub_model_fails_fast_and_offers_the_built_in_one(unreachable: str, open_app) -> None:
     at = open_app()
     prompt = at.session_state["prompt"]
     start = time.perf_counter()

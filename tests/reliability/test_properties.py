@@ -32,7 +32,7 @@ ALPHABETS = {
 }
 
 
-def _check(frame, model, prompt: str, target: flc.FeatureRef, direction: str) -> None:  # noqa: ANN001
+def _check(frame, model, prompt: str, target: flc.FeatureRef, direction: str) -> None:
     assert list(frame.columns) == COLUMNS
     scores = frame["score"].to_numpy()
     assert np.isfinite(scores).all() and np.isfinite(frame["activation"].to_numpy()).all()

@@ -76,7 +76,7 @@ def test_hosted_mode_never_loads_a_path(monkeypatch: pytest.MonkeyPatch, sae_fol
 
 
 @pytest.mark.app
-def test_hosted_sidebar_accepts_no_typed_path(monkeypatch: pytest.MonkeyPatch, open_app) -> None:  # noqa: ANN001
+def test_hosted_sidebar_accepts_no_typed_path(monkeypatch: pytest.MonkeyPatch, open_app) -> None:
     monkeypatch.setenv("FEATURE_LENS_HOSTED", "1")
     at = open_app()
     assert not at.sidebar.multiselect(key="saes").proto.accept_new_options
