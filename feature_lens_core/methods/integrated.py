@@ -110,12 +110,12 @@ def upstream(
     with torch.no_grad():
         clean = run(model, tokens, capture=upstream_hooks(sources, target), stop_at=read)
         target_value(target, clean[read][0], token_strings(model, tokens))
-        out = []
-        for nodes in upstream_nodes(model, sources, target, baseline, clean):
-            write = hooks.site(nodes.sae).write
-            gradient = mean_gradient(model, tokens, write, total_delta(nodes, q + 1), target, steps)
-            out.append(nodes.scored(-(nodes.delta * gradient[nodes.positions]).sum(-1)))
-    return out
+        return [
+            nodes.first_order(
+                mean_gradient(model, tokens, hooks.site(nodes.sae).write, total_delta(nodes, q + 1), target, steps)
+            )
+            for nodes in upstream_nodes(model, sources, target, baseline, clean)
+        ]
 
 
 def downstream(

@@ -98,12 +98,10 @@ def upstream(
     gradient = {w: torch.zeros_like(leaves[w]) if d is None else d for w, d in zip(writes, grads, strict=True)}
 
     with torch.no_grad():
-        out = []
-        for nodes in upstream_nodes(model, sources, target, baseline, acts):
-            write = hooks.site(nodes.sae).write
-            grad = hooks.flat(gradient[write][0], write)[nodes.positions]
-            out.append(nodes.scored(-(nodes.delta * grad).sum(-1)))
-    return out
+        return [
+            nodes.first_order(hooks.flat(gradient[hooks.site(nodes.sae).write][0], hooks.site(nodes.sae).write))
+            for nodes in upstream_nodes(model, sources, target, baseline, acts)
+        ]
 
 
 def downstream(

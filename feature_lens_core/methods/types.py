@@ -123,6 +123,10 @@ class Nodes:
     def scored(self, score: Float[Tensor, " n"]) -> Scored:
         return Scored(self.name, self.sae, self.positions, self.features, self.activation, score)
 
+    def first_order(self, gradient: Float[Tensor, "pos d_write"]) -> Scored:
+        """Each node scored -<delta, gradient at its position>: the first-order estimate of its ablation."""
+        return self.scored(-(self.delta * gradient[self.positions]).sum(-1))
+
 
 @dataclass(frozen=True)
 class Scored:
