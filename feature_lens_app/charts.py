@@ -1,6 +1,6 @@
 """Altair chart builders: a tidy DataFrame in, an `alt.Chart` out. No Streamlit here.
 
-The app renders these with `st.altair_chart(..., on_select="rerun")` and reads clicks back
+The app renders these with `st.vega_lite_chart(..., on_select=...)` and reads clicks back
 through the named selection params (`PICK`, `TOKEN`), so the param names are part of the API.
 Rows arrive already ranked by the core; charts keep that order (`sort=None`) so the chart,
 the table and the CLI agree.
@@ -25,6 +25,9 @@ ERROR_FILL = "#d0d0d0"
 ERROR_STROKE = "#444444"
 METHOD_COLOURS = {"attribution": "#1f77b4", "direct": "#ff7f0e", "integrated": "#2ca02c"}
 LABEL_CHARS = 28
+# Axis, legend and title text: #31333f on white is 12.6:1 (WCAG AA asks 4.5:1 for text; Streamlit's
+# default chart grey #808495 gives 3.7:1).
+TEXT = "#31333f"
 
 
 def display_token(token: str) -> str:
@@ -62,15 +65,33 @@ def _symmetric_extent(values: pd.Series) -> float:
     return peak if peak > 0 else 1.0
 
 
-def ranked_bars(df: pd.DataFrame, title: str, *, value: str = "score", param: str = PICK) -> alt.Chart:
+def shared_extent(frames: list[pd.DataFrame], value: str = "score") -> float:
+    """The largest |value| over several charts' rows: one colour scale for all, so one orange is one size."""
+    return _symmetric_extent(pd.concat([f[value] for f in frames])) if frames else 1.0
+
+
+def readable(chart: alt.TopLevelMixin) -> alt.TopLevelMixin:
+    """The chart with its text at AA contrast (see `TEXT`)."""
+    return (
+        chart.configure_axis(labelColor=TEXT, titleColor=TEXT, labelFontSize=12, titleFontSize=12)
+        .configure_legend(labelColor=TEXT, titleColor=TEXT, labelFontSize=12, titleFontSize=12)
+        .configure_title(color=TEXT)
+    )
+
+
+def ranked_bars(
+    df: pd.DataFrame, title: str, *, value: str = "score", param: str = PICK, extent: float | None = None
+) -> alt.TopLevelMixin:
     """Horizontal bars in the row order of `df`, coloured on a diverging scale centred at zero.
 
     Expects the core's ranking columns plus `label` (see `add_labels`). Error nodes (the part of
     the activation an SAE does not reconstruct) are grey with a dashed outline so nobody mistakes
     them for features. Clicking a bar selects it through the point selection named `param`,
-    carrying the fields that identify a target: sae, feature, position and kind.
+    carrying the fields that identify a target: sae, feature, position and kind. The axis and the
+    colours span ±`extent` (by default the largest |value| here; pass `shared_extent` of every
+    chart on a page so that they read alike).
     """
-    extent = _symmetric_extent(df[value])
+    extent = extent if extent is not None else _symmetric_extent(df[value])
     pick = alt.selection_point(name=param, fields=["sae", "feature", "position", "kind"], on="click", toggle=False)
     is_error = alt.datum.kind == "error"
     colour = alt.Color(
@@ -78,7 +99,7 @@ def ranked_bars(df: pd.DataFrame, title: str, *, value: str = "score", param: st
         scale=alt.Scale(scheme=DIVERGING_SCHEME, domain=[-extent, extent], domainMid=0),
         legend=alt.Legend(title=value, orient="bottom", gradientLength=160),
     )
-    return (
+    return readable(
         alt.Chart(df, title=title)
         .mark_bar(cursor="pointer")
         .encode(
@@ -106,7 +127,7 @@ def ranked_bars(df: pd.DataFrame, title: str, *, value: str = "score", param: st
     )
 
 
-def token_strip(df: pd.DataFrame, target_position: int | None = None, *, param: str = TOKEN) -> alt.Chart:
+def token_strip(df: pd.DataFrame, target_position: int | None = None, *, param: str = TOKEN) -> alt.TopLevelMixin:
     """One cell per prompt token, shaded by how strongly the chosen feature fires there; click a cell to select it.
 
     Cells all have the same size, so a token where the feature is silent is as easy to click as any; the
@@ -120,7 +141,7 @@ def token_strip(df: pd.DataFrame, target_position: int | None = None, *, param: 
     pick = alt.selection_point(name=param, fields=["position"], on="click", toggle=False)
     token_only = "slice(datum.value, indexof(datum.value, ' ') + 1)"
     # No y encoding: every cell spans the strip's full height. No legend: it would not fit beside the strip.
-    return (
+    return readable(
         alt.Chart(data)
         .mark_rect(cursor="pointer", cornerRadius=2)
         .encode(
@@ -147,7 +168,7 @@ def token_strip(df: pd.DataFrame, target_position: int | None = None, *, param: 
     )
 
 
-def method_scatter(df: pd.DataFrame) -> alt.LayerChart:
+def method_scatter(df: pd.DataFrame) -> alt.TopLevelMixin:
     """Estimated scores against activation-patching scores, one point per node and cheap method.
 
     Expects columns `label`, `exact`, `estimate`, `method`. Points on the grey diagonal are
@@ -183,8 +204,10 @@ def method_scatter(df: pd.DataFrame) -> alt.LayerChart:
             ],
         )
     )
-    return (diagonal + points).properties(
-        height=380, description="Each cheap method's score against the exact activation-patching score"
+    return readable(
+        (diagonal + points).properties(
+            height=380, description="Each cheap method's score against the exact activation-patching score"
+        )
     )
 
 
@@ -220,7 +243,7 @@ def graph_layout(nodes: pd.DataFrame, sae_order: list[str]) -> tuple[pd.DataFram
 
 def graph_chart(
     nodes: pd.DataFrame, edges: pd.DataFrame, sae_order: list[str], tokens: list[str], *, param: str = PICK
-) -> alt.LayerChart:
+) -> alt.TopLevelMixin:
     """A feature graph laid out by token position (x) and SAE in forward order (y, earliest at the bottom).
 
     `nodes` has the connectome's node columns (id, sae, kind, feature, position, token, activation,
@@ -301,19 +324,21 @@ def graph_chart(
         .mark_text(dy=-14, fontSize=10, color="#333333")
         .encode(x=x, y=y, text="caption:N")
     )
-    return (edge_layer + node_layer + captions).properties(
-        height=GRAPH_ROW * max(2, len(rows)),
-        description="Feature graph: nodes by token and SAE, edges coloured and sized by their score",
+    return readable(
+        (edge_layer + node_layer + captions).properties(
+            height=GRAPH_ROW * max(2, len(rows)),
+            description="Feature graph: nodes by token and SAE, edges coloured and sized by their score",
+        )
     )
 
 
-def cluster_map(df: pd.DataFrame, *, param: str = PICK) -> alt.Chart:
+def cluster_map(df: pd.DataFrame, *, param: str = PICK) -> alt.TopLevelMixin:
     """Features on a 2-D map of their connection profiles, coloured by cluster; click one to select it.
 
     Expects columns sae, feature, label, cluster, x, y, occurrences (the clustering's map frame).
     """
     pick = alt.selection_point(name=param, fields=["sae", "feature"], on="click", toggle=False)
-    return (
+    return readable(
         alt.Chart(df.assign(cluster=df["cluster"].astype(str)))
         .mark_point(filled=True, size=80, cursor="pointer")
         .encode(
