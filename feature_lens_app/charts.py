@@ -25,6 +25,7 @@ ERROR_FILL = "#d0d0d0"
 ERROR_STROKE = "#444444"
 METHOD_COLOURS = {"attribution": "#1f77b4", "direct": "#ff7f0e", "integrated": "#2ca02c"}
 LABEL_CHARS = 28
+BAR_STEP = 22  # pixels per bar
 # Axis, legend and title text: #31333f on white is 12.6:1 (WCAG AA asks 4.5:1 for text; Streamlit's
 # default chart grey #808495 gives 3.7:1).
 TEXT = "#31333f"
@@ -123,7 +124,8 @@ def ranked_bars(
             ],
         )
         .add_params(pick)
-        .properties(height=alt.Step(22), description=f"{title}: bars sorted by the size of their {value}")
+        # A fixed height rather than alt.Step: Streamlit sizes charts to fit, which Vega drops for a stepped height.
+        .properties(height=BAR_STEP * len(df), description=f"{title}: bars sorted by the size of their {value}")
     )
 
 

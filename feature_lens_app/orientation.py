@@ -25,8 +25,8 @@ def intro(view: state.ViewState) -> None:
     """One plain sentence of what the Explore page shows, and what the model is."""
     st.markdown(
         'Inside a language model, a **feature** is a small, mostly readable unit (such as "the word *thou*"). '
-        "The charts show which features make the **target** feature fire (upstream, left) and which features it "
-        f"makes fire (downstream, right); orange pushes up, blue holds down. {model_sentence(view.model)}"
+        "The charts show which features make the **target** feature fire (upstream) and which features it "
+        f"makes fire (downstream); orange pushes up, blue holds down. {model_sentence(view.model)}"
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import parse_qs, urlparse
 
 WAIT_MS = 120_000
@@ -23,3 +24,8 @@ def bars(page, chart: int):  # noqa: ANN001, ANN201
 def params(page) -> dict[str, str]:  # noqa: ANN001
     """The page's query parameters (the last value of each)."""
     return {k: v[-1] for k, v in parse_qs(urlparse(page.url).query, keep_blank_values=True).items()}
+
+
+def datum(label: str) -> dict[str, str]:
+    """Fields of a mark from its ARIA label: 'score: 0.1; ...; SAE: L0.mlp_out; ...; feature: 12; ...'."""
+    return {k.strip(): v.strip() for k, v in re.findall(r"([^;:]+):\s*([^;]*)", label)}

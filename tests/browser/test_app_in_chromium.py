@@ -21,11 +21,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 FIRST_CHART_BUDGET_S = 60  # generous for 2 shared CPU cores; the measured figure is printed
 
 
-def _datum(label: str) -> dict[str, str]:
-    """Fields of a bar from its ARIA label: 'score: 0.1; ...; SAE: L0.mlp_out; ...; feature: 12; ...'."""
-    return {k.strip(): v.strip() for k, v in re.findall(r"([^;:]+):\s*([^;]*)", label)}
-
-
 def _open_landing(page, server: str) -> None:  # noqa: ANN001
     page.goto(server + "/")
     helpers.wait_idle(page)
@@ -51,7 +46,7 @@ def test_clicking_a_bar_moves_the_target(page, server: str) -> None:  # noqa: AN
     before = helpers.params(page)
     bars = helpers.bars(page, 1)
     labels = [bars.nth(i).get_attribute("aria-label") or "" for i in range(bars.count())]
-    index, datum = next((i, _datum(lab)) for i, lab in enumerate(labels) if _datum(lab).get("kind") == "feature")
+    index, datum = next((i, helpers.datum(lab)) for i, lab in enumerate(labels) if helpers.datum(lab).get("kind") == "feature")
     bars.nth(index).click()
     page.wait_for_function(
         "([f, p]) => { const q = new URL(location.href).searchParams;"
@@ -94,7 +89,7 @@ def test_a_copied_url_restores_the_view(page, browser, server: str) -> None:  # 
 def test_clicking_a_token_lists_the_features_active_there(page, server: str) -> None:  # noqa: ANN001
     _open_landing(page, server)
     tokens = helpers.bars(page, 0)  # the token strip: one bar per token
-    datum = _datum(tokens.nth(2).get_attribute("aria-label") or "")
+    datum = helpers.datum(tokens.nth(2).get_attribute("aria-label") or "")
     tokens.nth(2).click()
     heading = page.get_by_text(re.compile(rf"active at .*\(position {datum['position']}\)"))
     heading.wait_for(timeout=WAIT_MS)
