@@ -46,7 +46,8 @@ def test_clicking_a_bar_moves_the_target(page, server: str) -> None:  # noqa: AN
     before = helpers.params(page)
     bars = helpers.bars(page, 1)
     labels = [bars.nth(i).get_attribute("aria-label") or "" for i in range(bars.count())]
-    index, datum = next((i, helpers.datum(lab)) for i, lab in enumerate(labels) if helpers.datum(lab).get("kind") == "feature")
+    data = [helpers.datum(label) for label in labels]
+    index, datum = next((i, d) for i, d in enumerate(data) if d.get("kind") == "feature")
     bars.nth(index).click()
     page.wait_for_function(
         "([f, p]) => { const q = new URL(location.href).searchParams;"

@@ -30,11 +30,14 @@ def _sidebar_feature(page) -> str:  # noqa: ANN001
 
 
 def _click_a_feature_bar(page) -> tuple[str, str, str]:  # noqa: ANN001
-    """Click the first upstream bar that is a feature other than the target; returns the new target."""
+    """Click the upstream bar of the latest layer that is a feature other than the target (so that the walk
+    has somewhere to go next); returns the new target."""
     before = _target(page)
     bars = helpers.bars(page, 1)
-    for index in range(bars.count()):
-        datum = helpers.datum(bars.nth(index).get_attribute("aria-label") or "")
+    data = [helpers.datum(bars.nth(index).get_attribute("aria-label") or "") for index in range(bars.count())]
+    order = sorted(range(len(data)), key=lambda index: -int(data[index].get("layer", "0")))
+    for index in order:
+        datum = data[index]
         target = (datum.get("SAE", ""), datum.get("feature", ""), datum.get("position", ""))
         if datum.get("kind") == "feature" and target != before:
             bars.nth(index).click()
@@ -107,7 +110,9 @@ def test_back_from_another_page_returns_to_it(page, server: str) -> None:  # noq
 
 def test_a_deep_link_is_the_first_request_after_a_server_start(browser) -> None:  # noqa: ANN001
     example = EXAMPLES[1]
-    query = urlencode({"prompt": example.prompt, "sae": example.sae, "feature": example.feature, "pos": example.position})
+    query = urlencode(
+        {"prompt": example.prompt, "sae": example.sae, "feature": example.feature, "pos": example.position}
+    )
     with streamlit_server() as fresh:
         context = browser.new_context(viewport={"width": 1440, "height": 900})
         try:
