@@ -9,10 +9,12 @@ the table and the CLI agree.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import altair as alt
+import numpy as np
 import pandas as pd
 
 # Selection param names the app reads back from `st.altair_chart`'s state.
@@ -61,14 +63,19 @@ def add_labels(df: pd.DataFrame, label_of: Callable[[str, int], str] | None = No
     return out
 
 
-def _symmetric_extent(values: pd.Series) -> float:
-    peak = float(values.abs().max()) if len(values) else 0.0
+def _numbers(df: pd.DataFrame, column: str) -> np.ndarray:
+    """One column as floats."""
+    return df[column].to_numpy(dtype=float)
+
+
+def _symmetric_extent(values: np.ndarray) -> float:
+    peak = float(np.abs(values).max()) if len(values) else 0.0
     return peak if peak > 0 else 1.0
 
 
 def shared_extent(frames: list[pd.DataFrame], value: str = "score") -> float:
     """The largest |value| over several charts' rows: one colour scale for all, so one orange is one size."""
-    return _symmetric_extent(pd.concat([f[value] for f in frames])) if frames else 1.0
+    return max((_symmetric_extent(_numbers(f, value)) for f in frames), default=1.0)
 
 
 def readable(chart: alt.TopLevelMixin) -> alt.TopLevelMixin:
@@ -92,7 +99,7 @@ def ranked_bars(
     colours span ±`extent` (by default the largest |value| here; pass `shared_extent` of every
     chart on a page so that they read alike).
     """
-    extent = extent if extent is not None else _symmetric_extent(df[value])
+    extent = extent if extent is not None else _symmetric_extent(_numbers(df, value))
     pick = alt.selection_point(name=param, fields=["sae", "feature", "position", "kind"], on="click", toggle=False)
     is_error = alt.datum.kind == "error"
     colour = alt.Color(
@@ -139,7 +146,7 @@ def token_strip(df: pd.DataFrame, target_position: int | None = None, *, param: 
     data = df.sort_values("position").copy()
     data["tick"] = [f"{p} {display_token(t)}" for p, t in zip(data["position"], data["token"], strict=True)]
     data["is_target"] = data["position"] == target_position
-    peak = float(data["activation"].max()) if len(data) else 0.0
+    peak = float(_numbers(data, "activation").max()) if len(data) else 0.0
     pick = alt.selection_point(name=param, fields=["position"], on="click", toggle=False)
     token_only = "slice(datum.value, indexof(datum.value, ' ') + 1)"
     # No y encoding: every cell spans the strip's full height. No legend: it would not fit beside the strip.
@@ -176,7 +183,7 @@ def method_scatter(df: pd.DataFrame) -> alt.TopLevelMixin:
     Expects columns `label`, `exact`, `estimate`, `method`. Points on the grey diagonal are
     estimates that match the exact effect.
     """
-    both = pd.concat([df["exact"], df["estimate"]]) if len(df) else pd.Series([0.0])
+    both = np.concatenate([_numbers(df, "exact"), _numbers(df, "estimate")]) if len(df) else np.zeros(1)
     low, high = float(both.min()), float(both.max())
     if low == high:
         low, high = low - 1.0, high + 1.0
@@ -236,10 +243,14 @@ def graph_layout(nodes: pd.DataFrame, sae_order: list[str]) -> tuple[pd.DataFram
     out = nodes.copy()
     out["y"] = [sae_order.index(s) for s in out["sae"]]
     out["slot"] = out.groupby(["sae", "position"]).cumcount()
-    widths = out.groupby(["position", "sae"]).size().groupby(level="position").max().sort_index()
-    starts = widths.cumsum() - widths
-    out["x"] = out["position"].map(starts) + out["slot"] + 0.5
-    centres = {float(starts[p] + widths[p] / 2): int(p) for p in widths.index}
+    crowded: dict[int, int] = {}  # position -> the most nodes one SAE has there
+    for (position, _), count in Counter(zip(out["position"], out["sae"], strict=True)).items():
+        crowded[int(position)] = max(crowded.get(int(position), 0), count)
+    starts: dict[int, int] = {}
+    for position in sorted(crowded):
+        starts[position] = sum(crowded[p] for p in starts)
+    out["x"] = [starts[int(p)] + slot + 0.5 for p, slot in zip(out["position"], out["slot"], strict=True)]
+    centres = {float(starts[p] + crowded[p] / 2): p for p in sorted(crowded)}
     return out.drop(columns="slot"), centres
 
 
@@ -255,9 +266,10 @@ def graph_chart(
     """
     placed, centres = graph_layout(nodes, sae_order)
     where = placed.set_index("id")[["x", "y"]]
-    lines = edges.join(where, on="source").join(where.rename(columns={"x": "x2", "y": "y2"}), on="target")
+    ends = pd.DataFrame({"x2": where["x"], "y2": where["y"]}, index=where.index)
+    lines = edges.join(where, on="source").join(ends, on="target")
     lines["strength"] = lines["score"].abs()
-    extent = _symmetric_extent(lines["score"])
+    extent = _symmetric_extent(_numbers(lines, "score"))
     rows = list(range(len(sae_order)))
     names = {format(c, "g"): f"{display_token(tokens[p])} @{p}" for c, p in centres.items()}
     x_axis = alt.Axis(
@@ -268,7 +280,7 @@ def graph_chart(
         title="token",
     )
     y_axis = alt.Axis(values=rows, labelExpr=f"{json.dumps(sae_order)}[datum.value]", title=None, grid=True)
-    x = alt.X("x:Q", axis=x_axis, scale=alt.Scale(domain=[0, float(placed["x"].max()) + 0.5]))
+    x = alt.X("x:Q", axis=x_axis, scale=alt.Scale(domain=[0, float(_numbers(placed, "x").max()) + 0.5]))
     y = alt.Y("y:Q", axis=y_axis, scale=alt.Scale(domain=[-0.5, len(rows) - 0.5]))
     edge_layer = (
         alt.Chart(lines)

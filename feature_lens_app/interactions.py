@@ -107,7 +107,7 @@ def downloads(frame: pd.DataFrame, stem: str, key: str) -> None:
         on_click="ignore",
         help="The rows of the table, as comma-separated values",
     )
-    records = json.dumps(json.loads(frame.to_json(orient="records")), indent=1)
+    records = json.dumps(json.loads(frame.to_json(orient="records") or "[]"), indent=1)
     right.download_button(
         "Download JSON",
         records,

@@ -54,8 +54,8 @@ def _retarget(*, quiet: bool = False) -> None:
         acts = resources.activations(ss["model"], ss["sae"], ss["prompt"])
     except Exception:  # an unusable prompt is reported by the page itself
         return
-    fires = acts[(acts["position"] == ss["pos"]) & (acts["feature"] == ss["feature"])]
-    last = acts[acts["position"] == acts["position"].max()] if len(acts) else acts
+    fires = acts.loc[(acts["position"] == ss["pos"]) & (acts["feature"] == ss["feature"])]
+    last = acts.loc[acts["position"] == acts["position"].max()] if len(acts) else acts
     if len(fires) or last.empty:
         return
     best = last.sort_values("activation", ascending=False).iloc[0]

@@ -136,7 +136,7 @@ def parse(
         elif not hosting.model_allowed(model, limits):
             problems.append(
                 f"model={_shown(model)} is not available on this hosted app (it would not fit in memory); "
-                f"use the built-in model or one of: {', '.join(limits.hub_models)}."
+                f"use the built-in model or one of: {', '.join(limits.hub_models or ())}."
             )
         else:
             values["model"] = model

@@ -15,8 +15,10 @@ from feature_lens_app.markup import code, plain, visible_html
 
 def feature_on_tokens(tokens: Sequence[str], acts: pd.DataFrame, feature: int) -> pd.DataFrame:
     """One feature's activation at every token (0 where it does not fire)."""
-    fired = acts[acts["feature"] == feature].groupby("position")["activation"].max()
-    values = [float(fired.get(position, 0.0)) for position in range(len(tokens))]
+    fired = acts.loc[acts["feature"] == feature]
+    values = [0.0] * len(tokens)
+    for position, activation in zip(fired["position"], fired["activation"], strict=True):
+        values[int(position)] = max(values[int(position)], float(activation))
     return pd.DataFrame({"position": range(len(tokens)), "token": list(tokens), "activation": values})
 
 
@@ -84,7 +86,7 @@ def _strip_key(view: state.ViewState) -> str:
 def active_features(view: state.ViewState, tokens: list[str], where: int) -> None:
     """The features of the target's SAE active at position `where`; clicking a row makes it the target."""
     acts = resources.activations(view.model, view.sae, view.prompt)
-    here = acts[acts["position"] == where].sort_values("activation", ascending=False).head(12)
+    here = acts.loc[acts["position"] == where].sort_values("activation", ascending=False).head(12)
     here = here.assign(label=[resources.label(view.model, view.sae, int(f)) for f in here["feature"]])
     st.markdown(
         f"**Features of {code(view.sae)} active at {plain(charts.display_token(tokens[where]))} (position {where})** "

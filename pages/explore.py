@@ -60,6 +60,6 @@ if shown:
     )
     table = interactions.labelled(table, view.model)
     columns = ["direction", "sae", "layer", "kind", "feature", "label", "token", "position", "activation", "score"]
-    table = table[[c for c in columns if c in table]]
+    table = table.loc[:, [c for c in columns if c in table]]
     st.dataframe(table, hide_index=True, width="stretch", column_config=interactions.NUMBER_FORMAT)
     interactions.downloads(table, f"feature-lens-{view.sae}-{view.feature}-{view.pos}", key="explore")

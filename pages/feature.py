@@ -90,5 +90,5 @@ if tokens is not None:
             st.markdown(f"**{direction.capitalize()}**")
             with shown_errors(f"ranking {direction}"):
                 rows = resources.ranked(view, direction).frame
-                neighbours = interactions.labelled(rows[rows["kind"] == "feature"].head(5), view.model)
+                neighbours = interactions.labelled(rows.loc[rows["kind"] == "feature"].head(5), view.model)
                 interactions.neighbour_buttons(neighbours, key=f"nb_{direction}")
