@@ -34,6 +34,7 @@ _run = threading.local()  # each session's script runs in its own thread
 # collections only the objects made since (import-time objects are never garbage anyway).
 gc.freeze()
 
+
 def _favicon() -> Image.Image:
     """The tab's icon, drawn here: a Material icon as `page_icon` would be fetched from Google's font servers."""
     y, x = np.mgrid[:32, :32]
