@@ -47,23 +47,22 @@ def _favicon() -> Image.Image:
 
 FAVICON = _favicon()
 
-# (file, title, icon, whether the title names the target)
+# (file, title, whether the title names the target). No page icons: Streamlit makes the current page's icon
+# the tab's icon for a moment, and fetches a Material icon's image from Google's font servers to do so.
 _PAGES = (
-    ("pages/explore.py", "Explore", ":material/hub:", True),
-    ("pages/feature.py", "Feature", ":material/insights:", True),
-    ("pages/graph.py", "Circuit graph", ":material/account_tree:", True),
-    ("pages/prompts.py", "Across prompts", ":material/stacks:", True),
-    ("pages/directions.py", "Directions", ":material/north_east:", False),
-    ("pages/compare.py", "Compare methods", ":material/compare_arrows:", True),
-    ("pages/how_it_works.py", "How it works", ":material/school:", False),
+    ("pages/explore.py", "Explore", True),
+    ("pages/feature.py", "Feature", True),
+    ("pages/graph.py", "Circuit graph", True),
+    ("pages/prompts.py", "Across prompts", True),
+    ("pages/directions.py", "Directions", False),
+    ("pages/compare.py", "Compare methods", True),
+    ("pages/how_it_works.py", "How it works", False),
 )
 
 
 def navigation() -> st.Page:
     """Declare the app's pages (a bar at the top) and return the one the URL asks for."""
-    pages = [
-        st.Page(path, title=title, icon=icon, default=index == 0) for index, (path, title, icon, _) in enumerate(_PAGES)
-    ]
+    pages = [st.Page(path, title=title, default=index == 0) for index, (path, title, _) in enumerate(_PAGES)]
     return st.navigation(pages, position="top")
 
 
@@ -76,7 +75,7 @@ def run() -> None:
 
 def _tab_title(page: str, view: state.ViewState) -> str:
     """The browser tab's title: the page, and for pages about the target, the target."""
-    about_target = next((named for _, title, _, named in _PAGES if title == page), False)
+    about_target = next((named for _, title, named in _PAGES if title == page), False)
     target = f" · {view.sae} #{view.feature} @{view.pos}" if about_target and view.sae else ""
     return f"{page}{target} · feature-lens"
 
