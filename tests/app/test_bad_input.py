@@ -8,7 +8,7 @@ import pytest
 
 from feature_lens_app.examples import EXAMPLES
 
-from .helpers import assert_healthy, charts, errors, sidebar_values
+from .helpers import assert_healthy, charts, errors
 
 pytestmark = [pytest.mark.app, pytest.mark.slow]
 
