@@ -9,6 +9,7 @@ import re
 from urllib.parse import urlencode, urlparse
 
 import pytest
+from playwright.sync_api import expect
 
 from feature_lens_app.examples import EXAMPLES
 from tests.streamlit_server import streamlit_server
@@ -125,7 +126,8 @@ def test_a_deep_link_is_the_first_request_after_a_server_start(browser) -> None:
             assert all(links.filter(has_text=name).count() == 1 for name in ("Explore", "Feature", "How it works"))
             assert urlparse(page.url).path == "/feature"
             assert helpers.params(page)["feature"] == str(example.feature)
-            assert _sidebar_feature(page) == str(example.feature)
+            feature = page.get_by_test_id("stSidebar").get_by_label("Feature", exact=True)
+            expect(feature).to_have_value(str(example.feature), timeout=WAIT_MS)
             assert page.get_by_test_id("stSidebarNav").count() == 0  # no legacy list of files
             assert page.get_by_test_id("stException").count() == 0
         finally:
@@ -147,8 +149,8 @@ def test_no_request_leaves_the_server(browser, server: str) -> None:  # noqa: AN
         helpers.wait_idle(page)
         page.get_by_test_id("stVegaLiteChart").nth(0).wait_for(timeout=WAIT_MS)
         page.wait_for_timeout(1000)
+        assert page.get_by_text("Deploy", exact=True).count() == 0  # toolbarMode = "viewer"
     finally:
         context.close()
     assert hosts <= {urlparse(server).netloc}, hosts
     assert not [w for w in warnings if "vega" in w.lower() or "WARN" in w], warnings
-    assert page.get_by_test_id("stToolbar").get_by_text("Deploy").count() == 0
