@@ -14,6 +14,7 @@ import feature_lens_core as flc
 from feature_lens_app import resources
 from feature_lens_app.loading import progress_bar
 from feature_lens_core import batch, clustering, connectome, hooks
+from feature_lens_core.options import BaselineKind, Direction, GraphDirection, Method
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -21,11 +22,11 @@ def graph(
     model_name: str,
     sae_names: tuple[str, ...],
     prompt: str,
-    target: tuple[str, int, int],
-    method: str,
-    baseline: str,
+    target: str,
+    method: Method,
+    baseline: BaselineKind,
     corrupt: str,
-    direction: str,
+    direction: GraphDirection,
     hops: int,
     budget: int,
 ) -> connectome.Graph:
@@ -34,7 +35,7 @@ def graph(
         resources.model(model_name),
         resources.saes(model_name, sae_names),
         prompt,
-        flc.FeatureRef(*target),
+        flc.FeatureRef.parse(target),
         method=method,
         direction=direction,
         hops=hops,
@@ -65,8 +66,8 @@ def across_prompts(
     sae: str,
     feature: int,
     at: str,
-    direction: str,
-    method: str,
+    direction: Direction,
+    method: Method,
 ) -> batch.BatchResult:
     """One feature's connections ranked on every prompt of the set, aggregated per edge."""
     model, saes = resources.model(model_name), resources.saes(model_name, sae_names)
@@ -88,7 +89,7 @@ def feature_map(
     sae_names: tuple[str, ...],
     prompt_set: tuple[str, ...],
     sae: str,
-    method: str,
+    method: Method,
     n_clusters: int,
 ) -> tuple[pd.DataFrame, clustering.Coherence]:
     """The features of `sae` placed and clustered by their connection profiles over the prompt set."""

@@ -27,10 +27,10 @@ import streamlit as st
 
 import feature_lens_core as flc
 from feature_lens_app import hosting, state
-from feature_lens_core import catalog, directions, feature_data
+from feature_lens_core import catalog, directions, feature_data, validation
 from feature_lens_core.exclusive import exclusive
 from feature_lens_core.loading import hub_reachable
-from feature_lens_core.ranking import to_tokens
+from feature_lens_core.options import BaselineKind, Direction, Method
 
 if TYPE_CHECKING:  # the app never touches a model's tensors; these name what the loaders return
     from sae_lens import SAE
@@ -173,10 +173,10 @@ def ranking(
     model_name: str,
     sae_names: tuple[str, ...],
     prompt: str,
-    target: tuple[str, int, int],
-    direction: str,
-    method: str,
-    baseline: str,
+    target: str,
+    direction: Direction,
+    method: Method,
+    baseline: BaselineKind,
     corrupt: str,
     candidates: int | None,
     top_k: int | None,
@@ -189,7 +189,7 @@ def ranking(
             loaded_model,
             loaded,
             prompt,
-            flc.FeatureRef(*target),
+            flc.FeatureRef.parse(target),
             direction=direction,
             method=method,
             baseline=baseline,
@@ -201,11 +201,11 @@ def ranking(
     return Timed(frame.reset_index(drop=True), seconds, str(frame.attrs.get("note", "")))
 
 
-def ranked(view: state.ViewState, direction: str, method: str | None = None) -> Timed:
+def ranked(view: state.ViewState, direction: Direction, method: Method | None = None) -> Timed:
     """Every ranked node of a view in one direction (charts and tables slice the head)."""
     method = method or view.method
     candidates = hosting.limits().candidates if method == "activation" else None
-    target = (view.sae, view.feature, view.pos)
+    target = str(state.target(view))
     return ranking(
         view.model, view.saes, view.prompt, target, direction, method, view.baseline, view.corrupt, candidates, None
     )
@@ -215,7 +215,7 @@ def ranked(view: state.ViewState, direction: str, method: str | None = None) -> 
 def tokens(model_name: str, prompt: str) -> list[str]:
     """The prompt's tokens as the core indexes positions; the core's checks (empty, too long) apply."""
     loaded_model = model(model_name)
-    return [str(t) for t in loaded_model.to_str_tokens(to_tokens(loaded_model, prompt)[0])]
+    return [str(t) for t in loaded_model.to_str_tokens(validation.prompt_tokens(loaded_model, prompt)[0])]
 
 
 def context_length(model_name: str) -> int:

@@ -16,30 +16,29 @@ import hashlib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal
+from typing import Any
 
 import streamlit as st
 
 from feature_lens_app import hosting
 from feature_lens_app.examples import DEFAULT_SAES, EXAMPLES
-from feature_lens_core import catalog
+from feature_lens_core import FeatureRef, catalog
+from feature_lens_core.options import BaselineKind, Direction, GraphDirection, Method
 
-Method = Literal["activation", "attribution", "direct"]
-Baseline = Literal["zero", "mean", "corrupt"]
-Direction = Literal["both", "upstream", "downstream"]
-
-METHODS: dict[str, str] = {
+# The core's choices, each with the words the sidebar shows for it (a test checks every choice has them).
+METHODS: dict[Method, str] = {
     "activation": "Activation patching (exact)",
     "attribution": "Attribution patching (fast estimate)",
     "direct": "Direct attribution (direct paths only)",
     "integrated": "Integrated gradients (10 steps)",
 }
-BASELINES: dict[str, str] = {
+BASELINES: dict[BaselineKind, str] = {
     "zero": "Zero (switch the feature off)",
     "mean": "Mean (its average activation)",
     "corrupt": "Corrupt prompt (its value on another prompt)",
 }
-DIRECTIONS: dict[str, str] = {
+# A view ranks one side of the target or both, as a graph grows (`GraphDirection`).
+DIRECTIONS: dict[GraphDirection, str] = {
     "both": "Both",
     "upstream": "Upstream (what drives it)",
     "downstream": "Downstream (what it drives)",
@@ -59,17 +58,22 @@ class ViewState:
     feature: int = EXAMPLES[0].feature
     pos: int = EXAMPLES[0].position
     method: Method = "attribution"
-    baseline: Baseline = "zero"
-    direction: Direction = "both"
+    baseline: BaselineKind = "zero"
+    direction: GraphDirection = "both"
     corrupt: str = ""
     problems: tuple[str, ...] = field(default=(), compare=False)
 
     @property
-    def directions(self) -> list[str]:
+    def directions(self) -> list[Direction]:
         return ["upstream", "downstream"] if self.direction == "both" else [self.direction]
 
 
 DEFAULT = ViewState()
+
+
+def target(view: ViewState) -> FeatureRef:
+    """The view's target as the core names it."""
+    return FeatureRef(view.sae, view.feature, view.pos)
 
 
 def default_saes(model: str, list_saes: Callable[[str], list[str]] | None = None) -> tuple[str, ...]:

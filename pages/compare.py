@@ -6,6 +6,7 @@ import streamlit as st
 from feature_lens_app import charts, frame, hosting, interactions, loading, orientation, resources, state
 from feature_lens_app.boundary import shown_errors
 from feature_lens_core import agreement
+from feature_lens_core.options import Direction, Method
 
 TOP_K = 10
 view = frame.view()
@@ -16,7 +17,7 @@ st.caption(
     "ranks nodes like the exact one."
 )
 tokens = loading.prompt_tokens(view)
-results: dict[tuple[str, str], resources.Timed] = {}
+results: dict[tuple[Direction, Method], resources.Timed] = {}
 
 if tokens is not None:
     orientation.target_line(view, tokens)
@@ -27,7 +28,7 @@ if tokens is not None:
             "ranks highest, so only those are compared.",
             icon=":material/speed:",
         )
-    jobs = [(d, m) for d in view.directions for m in state.METHODS]
+    jobs: list[tuple[Direction, Method]] = [(d, m) for d in view.directions for m in state.METHODS]
     progress = st.progress(0.0, text="Ranking with each method…")
     for done, (direction, method) in enumerate(jobs):
         progress.progress(done / len(jobs), text=f"{state.METHODS[method]}, {direction}…")

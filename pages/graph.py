@@ -4,8 +4,9 @@ import streamlit as st
 
 from feature_lens_app import charts, circuits, frame, interactions, loading, orientation, state
 from feature_lens_app.boundary import shown_errors
+from feature_lens_core.options import GraphDirection
 
-SIDES = {"upstream": "Upstream", "both": "Both", "downstream": "Downstream"}
+SIDES: dict[GraphDirection, str] = {"upstream": "Upstream", "both": "Both", "downstream": "Downstream"}
 
 view = frame.view()
 st.title("The circuit around a feature", anchor=False)
@@ -33,17 +34,20 @@ if tokens is not None:
     nodes = budget.slider(
         "Node budget", 6, 60, 24, step=2, key="graph_budget", help="The most nodes the graph may hold; more is slower."
     )
+    grow: GraphDirection = "upstream"  # until the control has a value
+    for side_name in SIDES:
+        grow = side_name if side_name == direction else grow
     found = None
     with st.spinner("Expanding the graph…", show_time=True), shown_errors("building the graph"):
         found = circuits.graph(
             view.model,
             view.saes,
             view.prompt,
-            (view.sae, view.feature, view.pos),
+            str(state.target(view)),
             view.method,
             view.baseline,
             view.corrupt,
-            direction or "upstream",
+            grow,
             depth,
             nodes,
         )

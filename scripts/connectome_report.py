@@ -19,16 +19,16 @@ import torch
 from sae_lens import SAE
 from transformer_lens import HookedTransformer
 
+from feature_lens_app.charts import cluster_map, graph_chart
 from feature_lens_core import hooks
-from scripts.agreement_table import markdown
 from feature_lens_core.batch import FeatureSpec, held_out_prompts, rank_many
-from feature_lens_core.charts import cluster_map, graph_chart
 from feature_lens_core.clustering import cluster_features, connection_profiles, label_coherence
 from feature_lens_core.connectome import build_graph, faithfulness
 from feature_lens_core.directions import direction_sae, steering_vector
 from feature_lens_core.methods import integrated
 from feature_lens_core.methods.types import Anchor, Baseline
 from feature_lens_core.ranking import FeatureRef, activations, rank
+from scripts.agreement_table import markdown
 
 PROMPT = "To be, or not to be, that is the question: whether 'tis nobler in the mind to suffer"
 # Embeddings, then every attention and MLP output of layers 0 and 1: a partition of what L2.resid_pre reads.
@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     saes = {name: load_sae("toy", name) for name in list_saes("toy")}
     for name, section in SECTIONS.items():
         if args.part in (name, "all"):
-            print(f"## {name}\n\n{section(model, saes, args.png)}\n", flush=True)  # noqa: T201
+            print(f"## {name}\n\n{section(model, saes, args.png)}\n", flush=True)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from .helpers import assert_healthy, charts, errors
 pytestmark = [pytest.mark.app, pytest.mark.slow]
 
 
-def _html(at) -> str:  # noqa: ANN001
+def _html(at) -> str:
     return "".join(element.proto.body for element in at.get("html"))
 
 

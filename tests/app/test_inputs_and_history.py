@@ -13,11 +13,11 @@ from .helpers import assert_healthy, errors
 pytestmark = [pytest.mark.app, pytest.mark.slow]
 
 
-def _target(at) -> tuple[str, int, int]:  # noqa: ANN001
+def _target(at) -> tuple[str, int, int]:
     return at.session_state["sae"], at.session_state["feature"], at.session_state["pos"]
 
 
-def _walk_once(at) -> None:  # noqa: ANN001
+def _walk_once(at) -> None:
     (button,) = [b for b in at.button if b.key == "nb_upstream_0"]
     button.click().run()
     assert_healthy(at)
