@@ -204,7 +204,8 @@ def method_scatter(df: pd.DataFrame) -> alt.TopLevelMixin:
                 scale=alt.Scale(domain=methods, range=[METHOD_COLOURS.get(m, "#7f7f7f") for m in methods]),
                 legend=alt.Legend(title="estimate", orient="bottom"),
             ),
-            shape=alt.Shape("method:N", legend=None),
+            # The same legend as the colour's, so Vega merges the two into one (shapes tell methods apart in grey).
+            shape=alt.Shape("method:N", legend=alt.Legend(title="estimate", orient="bottom")),
             tooltip=[
                 alt.Tooltip("label:N", title="node"),
                 alt.Tooltip("method:N"),

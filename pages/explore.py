@@ -42,6 +42,7 @@ if tokens is not None:
             "Both charts share one colour scale. Grey bars with a dashed outline are error nodes: what the SAE "
             "fails to reconstruct."
         )
+        st.page_link("pages/how_it_works.py", label="How the scores are computed: the four methods, in plain words")
     if where is not None:
         with shown_errors("reading the prompt's features"):
             token_panel.active_features(view, tokens, where)
