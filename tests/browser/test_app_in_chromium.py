@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 FIRST_CHART_BUDGET_S = 60  # generous for 2 shared CPU cores; the measured figure is printed
 
 
-def _open_landing(page, server: str) -> None:  # noqa: ANN001
+def _open_landing(page, server: str) -> None:
     page.goto(server + "/")
     helpers.wait_idle(page)
     # The token strip, then the upstream and downstream rankings.
@@ -29,7 +29,7 @@ def _open_landing(page, server: str) -> None:  # noqa: ANN001
         helpers.bars(page, chart).first.wait_for(timeout=WAIT_MS)
 
 
-def test_landing_page_renders_its_charts(page, server: str) -> None:  # noqa: ANN001
+def test_landing_page_renders_its_charts(page, server: str) -> None:
     _open_landing(page, server)
     since_launch = time.perf_counter() - float(os.environ["FEATURE_LENS_TEST_SERVER_STARTED"])
     print(f"\nfrom `streamlit run` to the landing page's charts: {since_launch:.1f} s")
@@ -41,7 +41,7 @@ def test_landing_page_renders_its_charts(page, server: str) -> None:  # noqa: AN
     assert since_launch < FIRST_CHART_BUDGET_S
 
 
-def test_clicking_a_bar_moves_the_target(page, server: str) -> None:  # noqa: ANN001
+def test_clicking_a_bar_moves_the_target(page, server: str) -> None:
     _open_landing(page, server)
     before = helpers.params(page)
     bars = helpers.bars(page, 1)
@@ -64,7 +64,7 @@ def test_clicking_a_bar_moves_the_target(page, server: str) -> None:  # noqa: AN
     assert number.input_value() == datum["feature"]
 
 
-def test_a_copied_url_restores_the_view(page, browser, server: str) -> None:  # noqa: ANN001
+def test_a_copied_url_restores_the_view(page, browser, server: str) -> None:
     _open_landing(page, server)
     page.get_by_test_id("stSidebar").get_by_text("Direct attribution", exact=False).click()
     page.wait_for_function("() => new URL(location.href).searchParams.get('method') === 'direct'", timeout=WAIT_MS)
@@ -87,7 +87,7 @@ def test_a_copied_url_restores_the_view(page, browser, server: str) -> None:  # 
         other.close()
 
 
-def test_clicking_a_token_lists_the_features_active_there(page, server: str) -> None:  # noqa: ANN001
+def test_clicking_a_token_lists_the_features_active_there(page, server: str) -> None:
     _open_landing(page, server)
     tokens = helpers.bars(page, 0)  # the token strip: one bar per token
     datum = helpers.datum(tokens.nth(2).get_attribute("aria-label") or "")

@@ -21,16 +21,16 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 SETTLE_MS = 2500  # longer than the 1.5 s after which the app used to rewrite the address bar after Back
 
 
-def _target(page) -> tuple[str, str, str]:  # noqa: ANN001
+def _target(page) -> tuple[str, str, str]:
     query = helpers.params(page)
     return query["sae"], query["feature"], query["pos"]
 
 
-def _sidebar_feature(page) -> str:  # noqa: ANN001
+def _sidebar_feature(page) -> str:
     return page.get_by_test_id("stSidebar").get_by_label("Feature", exact=True).input_value()
 
 
-def _click_a_feature_bar(page) -> tuple[str, str, str]:  # noqa: ANN001
+def _click_a_feature_bar(page) -> tuple[str, str, str]:
     """Click the upstream bar of the latest layer that is a feature other than the target (so that the walk
     has somewhere to go next); returns the new target."""
     before = _target(page)
@@ -54,7 +54,7 @@ def _click_a_feature_bar(page) -> tuple[str, str, str]:  # noqa: ANN001
     raise AssertionError("no feature bar to click")
 
 
-def _wait_for_target(page, target: tuple[str, str, str]) -> None:  # noqa: ANN001
+def _wait_for_target(page, target: tuple[str, str, str]) -> None:
     page.wait_for_function(
         "([s, f, p]) => { const q = new URL(location.href).searchParams;"
         " return q.get('sae') === s && q.get('feature') === f && q.get('pos') === p; }",
@@ -66,7 +66,7 @@ def _wait_for_target(page, target: tuple[str, str, str]) -> None:  # noqa: ANN00
     helpers.wait_idle(page)
 
 
-def test_back_and_forward_walk_three_bars_deep_and_back(page, server: str) -> None:  # noqa: ANN001
+def test_back_and_forward_walk_three_bars_deep_and_back(page, server: str) -> None:
     page.goto(server + "/")
     helpers.wait_idle(page)
     helpers.bars(page, 1).first.wait_for(timeout=WAIT_MS)
@@ -92,7 +92,7 @@ def test_back_and_forward_walk_three_bars_deep_and_back(page, server: str) -> No
     _wait_for_target(page, walk[3])
 
 
-def test_back_from_another_page_returns_to_it(page, server: str) -> None:  # noqa: ANN001
+def test_back_from_another_page_returns_to_it(page, server: str) -> None:
     page.goto(server + "/")
     helpers.wait_idle(page)
     helpers.bars(page, 1).first.wait_for(timeout=WAIT_MS)
@@ -109,7 +109,7 @@ def test_back_from_another_page_returns_to_it(page, server: str) -> None:  # noq
     assert page.title().startswith("Explore")
 
 
-def test_a_deep_link_is_the_first_request_after_a_server_start(browser) -> None:  # noqa: ANN001
+def test_a_deep_link_is_the_first_request_after_a_server_start(browser) -> None:
     example = EXAMPLES[1]
     query = urlencode(
         {"prompt": example.prompt, "sae": example.sae, "feature": example.feature, "pos": example.position}
@@ -134,7 +134,7 @@ def test_a_deep_link_is_the_first_request_after_a_server_start(browser) -> None:
             context.close()
 
 
-def test_no_request_leaves_the_server(browser, server: str) -> None:  # noqa: ANN001
+def test_no_request_leaves_the_server(browser, server: str) -> None:
     context = browser.new_context(viewport={"width": 1440, "height": 900})
     hosts: set[str] = set()
     context.on("request", lambda request: hosts.add(urlparse(request.url).netloc))
