@@ -1,51 +1,20 @@
 """Cached access to the connectome: feature graphs, rankings over many prompts and feature maps.
 
-Like `resources`, every function takes plain values. The runs over many prompts report progress
-to a bar drawn by the page, which `st.cache_data` cannot replay, so they are kept in a small
-process-wide memo instead (the same sharing between sessions, without element replay).
+Like `resources`, every function takes plain values and keeps its result in `st.cache_data`. The runs
+over many prompts draw their own progress bar inside the cached function: the cache replays what a
+cached function drew, and the bar is emptied when the run ends, so a cache hit shows nothing.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-from collections.abc import Callable, Hashable
-from typing import Any
-
 import pandas as pd
 import streamlit as st
 
+import feature_lens_core as flc
 from feature_lens_app import resources
+from feature_lens_app.loading import progress_bar
 from feature_lens_core import batch, clustering, connectome, hooks
-from feature_lens_core.exclusive import exclusive
-from feature_lens_core.ranking import FeatureRef
-
-Progress = Callable[[int, int], None]
-
-
-class _Memo:
-    """The last `size` results by key, shared by every session; a failed computation is not kept."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._results: OrderedDict[Hashable, Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: Hashable, compute: Callable[[], Any]) -> Any:
-        with self._lock:
-            if key in self._results:
-                self._results.move_to_end(key)
-                return self._results[key]
-        result = compute()
-        with self._lock:
-            self._results[key] = result
-            while len(self._results) > self._size:
-                self._results.popitem(last=False)
-        return result
-
-
-_batches = _Memo(16)
-_maps = _Memo(8)
+from feature_lens_core.options import BaselineKind, Direction, GraphDirection, Method
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -53,29 +22,27 @@ def graph(
     model_name: str,
     sae_names: tuple[str, ...],
     prompt: str,
-    target: tuple[str, int, int],
-    method: str,
-    baseline: str,
+    target: str,
+    method: Method,
+    baseline: BaselineKind,
     corrupt: str,
-    direction: str,
+    direction: GraphDirection,
     hops: int,
     budget: int,
 ) -> connectome.Graph:
     """The feature graph around `target`, `hops` deep, at most `budget` nodes."""
-    model, saes = resources.model(model_name), resources.saes(model_name, sae_names)
-    with exclusive():
-        return connectome.build_graph(
-            model,
-            saes,
-            prompt,
-            FeatureRef(*target),
-            method=method,
-            direction=direction,
-            hops=hops,
-            node_budget=budget,
-            baseline=baseline,
-            corrupt_prompt=corrupt if baseline == "corrupt" else None,
-        )
+    return flc.build_graph(
+        resources.model(model_name),
+        resources.saes(model_name, sae_names),
+        prompt,
+        flc.FeatureRef.parse(target),
+        method=method,
+        direction=direction,
+        hops=hops,
+        node_budget=budget,
+        baseline=baseline,
+        corrupt_prompt=corrupt if baseline == "corrupt" else None,
+    )
 
 
 def forward_order(model_name: str, sae_names: tuple[str, ...]) -> list[str]:
@@ -87,10 +54,11 @@ def forward_order(model_name: str, sae_names: tuple[str, ...]) -> list[str]:
 def prompts(source: str, count: int, text: str) -> list[str]:
     """The prompt set of a batch run: `count` snippets of the built-in held-out plays, or one per line of `text`."""
     if source == "held-out":
-        return batch.held_out_prompts(count)
+        return flc.held_out_prompts(count)
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
+@st.cache_data(max_entries=16, show_spinner=False)
 def across_prompts(
     model_name: str,
     sae_names: tuple[str, ...],
@@ -98,36 +66,35 @@ def across_prompts(
     sae: str,
     feature: int,
     at: str,
-    direction: str,
-    method: str,
-    progress: Progress | None = None,
+    direction: Direction,
+    method: Method,
 ) -> batch.BatchResult:
     """One feature's connections ranked on every prompt of the set, aggregated per edge."""
     model, saes = resources.model(model_name), resources.saes(model_name, sae_names)
-    key = (model_name, sae_names, prompt_set, sae, feature, at, direction, method)
-    return _batches.get(
-        key,
-        lambda: batch.rank_many(
-            model, saes, list(prompt_set), batch.FeatureSpec(sae, feature, at), direction, method, progress=progress
-        ),
-    )
+    with progress_bar(f"Ranking {direction} on each prompt") as progress:
+        return flc.rank_many(
+            model,
+            saes,
+            list(prompt_set),
+            flc.FeatureSpec(sae, feature, at),
+            direction=direction,
+            method=method,
+            progress=progress,
+        )
 
 
+@st.cache_data(max_entries=8, show_spinner=False)
 def feature_map(
     model_name: str,
     sae_names: tuple[str, ...],
     prompt_set: tuple[str, ...],
     sae: str,
-    method: str,
+    method: Method,
     n_clusters: int,
-    progress: Progress | None = None,
 ) -> tuple[pd.DataFrame, clustering.Coherence]:
     """The features of `sae` placed and clustered by their connection profiles over the prompt set."""
     model, saes = resources.model(model_name), resources.saes(model_name, sae_names)
-
-    def compute() -> tuple[pd.DataFrame, clustering.Coherence]:
+    with progress_bar("Profiling features on each prompt") as progress:
         profiles = clustering.connection_profiles(model, saes, list(prompt_set), sae, method=method, progress=progress)
-        frame = clustering.cluster_features(profiles, saes, n_clusters=n_clusters)
-        return frame, clustering.label_coherence(frame, permutations=200)
-
-    return _maps.get((model_name, sae_names, prompt_set, sae, method, n_clusters), compute)
+    frame = clustering.cluster_features(profiles, saes, n_clusters=n_clusters)
+    return frame, clustering.label_coherence(frame, permutations=200)

@@ -1,10 +1,11 @@
-"""Cached access to the core: models and SAEs loaded once per process, results cached by plain values.
+"""Cached access to the core, the app's one caching layer: heavy objects (models, SAEs, directions) in
+`st.cache_resource`, results in `st.cache_data`.
 
 Every function takes strings and numbers only, so Streamlit hashes cheap keys and never a
 tensor or a module. `st.cache_resource` objects are shared by every session: the core leaves
-no hooks attached, and the core's `exclusive()` lock serialises forward passes on the shared model so concurrent
-visitors cannot interleave them. Exceptions are not cached, so a failed load is retried on the
-next run (e.g. once the network is back).
+no hooks attached and serialises its hooked passes on the shared model, so concurrent visitors cannot
+interleave them. Exceptions are not cached, so a failed load is retried on the next run (e.g. once the
+network is back).
 """
 
 from __future__ import annotations
@@ -18,28 +19,32 @@ import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 import streamlit as st
-import torch
 
 import feature_lens_core as flc
 from feature_lens_app import hosting, state
-from feature_lens_core import catalog, directions, feature_data
-from feature_lens_core.errors import FeatureLensError
+from feature_lens_core import catalog, directions, feature_data, validation
 from feature_lens_core.exclusive import exclusive
 from feature_lens_core.loading import hub_reachable
-from feature_lens_core.ranking import to_tokens
+from feature_lens_core.options import BaselineKind, Direction, Method
+
+if TYPE_CHECKING:  # the app never touches a model's tensors; these name what the loaders return
+    from sae_lens import SAE
+    from transformer_lens import HookedTransformer
 
 _ENTRIES = hosting.limits().cache_entries
 
 
 @st.cache_resource(max_entries=2, show_spinner=False)
-def _model(name: str):  # noqa: ANN202
+def _model(name: str) -> HookedTransformer:
     return flc.load_model(name)
 
 
-def model(name: str):  # noqa: ANN201 (a HookedTransformer; the app never touches its tensors)
+def model(name: str) -> HookedTransformer:
     """The model, loaded once per process (hub models fail fast, with a message, when offline).
 
     The hosted limits are checked here, where every load passes, as well as on the URL: no widget
@@ -47,7 +52,7 @@ def model(name: str):  # noqa: ANN201 (a HookedTransformer; the app never touche
     """
     limits = hosting.limits()
     if not hosting.model_allowed(name, limits):
-        raise FeatureLensError(
+        raise flc.FeatureLensError(
             f"Model '{name}' is not available on this hosted app; use the built-in model or one of: "
             f"{', '.join(limits.hub_models or ())}."
         )
@@ -55,53 +60,82 @@ def model(name: str):  # noqa: ANN201 (a HookedTransformer; the app never touche
 
 
 @st.cache_resource(max_entries=hosting.limits().sae_entries, show_spinner=False)
-def _sae(model_name: str, name: str):  # noqa: ANN202
+def _sae(model_name: str, name: str) -> SAE:
     return flc.load_sae(model_name, name)
 
 
 DIRECTION_PREFIX = "direction:"
-MAX_DIRECTIONS = 64  # oldest forgotten first: each is only d_model floats, but visitors can add many
-_directions: dict[tuple[str, str], object] = {}  # (model, name) -> one-feature SAE, for every session
-_directions_lock = threading.Lock()
+_RECIPES = "_fl_directions"  # session key: {name: (model, hook, vector)} of the directions this session made
+
+
+@st.cache_resource(max_entries=64, show_spinner=False)
+def _direction(model_name: str, hook: str, vector: tuple[float, ...], name: str) -> SAE:
+    return flc.direction_sae(model(model_name), hook, np.asarray(vector, dtype=np.float64), name)
+
+
+DIRECTION_SITES = directions.DIRECTION_HOOKS  # where in a block a direction can be read
+
+
+def direction_from_prompts(
+    model_name: str, hook: str, prompts_a: Sequence[str], prompts_b: Sequence[str], title: str
+) -> str:
+    """A steering vector (the difference of the two sets' mean activations at `hook`), added as a direction."""
+    vector = flc.steering_vector(model(model_name), hook, list(prompts_a), list(prompts_b))
+    return add_direction(model_name, hook, vector.tolist(), title)
+
+
+def direction_from_file(model_name: str, hook: str, data: bytes, fmt: str, title: str) -> str:
+    """A direction uploaded as a .npy or .safetensors file, added as a direction."""
+    return add_direction(model_name, hook, flc.load_direction(data, fmt=fmt).tolist(), title)
+
+
+def layer_count(model_name: str) -> int:
+    """How many blocks the model has."""
+    return int(model(model_name).cfg.n_layers)
 
 
 def add_direction(model_name: str, hook: str, vector: Sequence[float], title: str) -> str:
-    """Register a linear direction at `hook` as a one-feature SAE; returns the name to select it by.
+    """Register a linear direction at `hook` as a one-feature SAE of this session; returns the name to select it by.
 
-    The name carries a digest of the vector, so equal names always mean equal directions, and
-    cached rankings keyed by SAE names stay correct across sessions.
+    The name carries a digest of the hook and vector, so equal names always mean equal directions, and
+    cached rankings keyed by SAE names stay correct across sessions. The recipe is kept in the session,
+    the one-feature SAE in the resource cache, so every page of the session can use it.
     """
-    values = torch.as_tensor(list(vector), dtype=torch.float64)
-    digest = hashlib.sha256(f"{hook}|{values.numpy().tobytes().hex()}".encode()).hexdigest()[:8]
-    name = f"{DIRECTION_PREFIX}{title.strip() or 'direction'}#{digest}"
-    built = directions.direction_sae(model(model_name), hook, values, name)
-    with _directions_lock:
-        _directions[(model_name, name)] = built
-        while len(_directions) > MAX_DIRECTIONS:
-            del _directions[next(iter(_directions))]
+    values = tuple(float(v) for v in vector)
+    digest = hashlib.sha256(f"{hook}|{np.asarray(values, dtype=np.float64).tobytes().hex()}".encode()).hexdigest()
+    name = f"{DIRECTION_PREFIX}{title.strip() or 'direction'}#{digest[:8]}"
+    _direction(model_name, hook, values, name)  # fails here, on the Directions page, if the hook is wrong
+    st.session_state.setdefault(_RECIPES, {})[name] = (model_name, hook, values)
     return name
 
 
-def sae(model_name: str, name: str):  # noqa: ANN201
+def sae(model_name: str, name: str) -> SAE:
     """One SAE of `model_name`, loaded once per process; in hosted mode never from a local path (see `model`)."""
     if name.startswith(DIRECTION_PREFIX):
-        with _directions_lock:
-            found = _directions.get((model_name, name))
-        if found is None:
-            raise FeatureLensError(
-                f"Direction '{name}' is not on this server (it was made in another session, or before a restart). "
-                "Create it again on the Directions page."
+        recipe = _session_recipes().get(name)
+        if recipe is None or recipe[0] != model_name:
+            raise flc.FeatureLensError(
+                f"Direction '{name}' is not in this session (it was made in another one, or before a restart). "
+                "Make it again on the Directions page."
             )
-        return found
+        return _direction(model_name, recipe[1], recipe[2], name)
     if not hosting.sae_allowed(name, hosting.limits()):
-        raise FeatureLensError(f"SAE '{name}' cannot be loaded: {hosting.NO_LOCAL}.")
+        raise flc.FeatureLensError(f"SAE '{name}' cannot be loaded: {hosting.NO_LOCAL}.")
     return _sae(model_name, name)
 
 
-def saes(model_name: str, names: tuple[str, ...]) -> dict:
+def _session_recipes() -> dict[str, tuple[str, str, tuple[float, ...]]]:
+    """This session's directions; none outside a session's script (the background prefetcher)."""
+    try:
+        return st.session_state.get(_RECIPES, {})
+    except Exception:  # no script run context: background work never needs a direction
+        return {}
+
+
+def saes(model_name: str, names: tuple[str, ...]) -> dict[str, SAE]:
     """All SAEs of a view, in the user's order."""
     if not names:
-        raise FeatureLensError("No SAEs are selected. Pick at least one SAE in the sidebar.")
+        raise flc.FeatureLensError("No SAEs are selected. Pick at least one SAE in the sidebar.")
     return {name: sae(model_name, name) for name in names}
 
 
@@ -139,23 +173,23 @@ def ranking(
     model_name: str,
     sae_names: tuple[str, ...],
     prompt: str,
-    target: tuple[str, int, int],
-    direction: str,
-    method: str,
-    baseline: str,
+    target: str,
+    direction: Direction,
+    method: Method,
+    baseline: BaselineKind,
     corrupt: str,
     candidates: int | None,
     top_k: int | None,
 ) -> Timed:
     """The core's ranking for one view, with its compute time."""
     loaded_model, loaded = model(model_name), saes(model_name, sae_names)
-    with exclusive():
+    with exclusive():  # held across the whole ranking, so its time is not time spent waiting for another thread
         start = time.perf_counter()
         frame = flc.rank(
             loaded_model,
             loaded,
             prompt,
-            flc.FeatureRef(*target),
+            flc.FeatureRef.parse(target),
             direction=direction,
             method=method,
             baseline=baseline,
@@ -167,11 +201,11 @@ def ranking(
     return Timed(frame.reset_index(drop=True), seconds, str(frame.attrs.get("note", "")))
 
 
-def ranked(view: state.ViewState, direction: str, method: str | None = None) -> Timed:
+def ranked(view: state.ViewState, direction: Direction, method: Method | None = None) -> Timed:
     """Every ranked node of a view in one direction (charts and tables slice the head)."""
     method = method or view.method
     candidates = hosting.limits().candidates if method == "activation" else None
-    target = (view.sae, view.feature, view.pos)
+    target = str(state.target(view))
     return ranking(
         view.model, view.saes, view.prompt, target, direction, method, view.baseline, view.corrupt, candidates, None
     )
@@ -181,16 +215,34 @@ def ranked(view: state.ViewState, direction: str, method: str | None = None) -> 
 def tokens(model_name: str, prompt: str) -> list[str]:
     """The prompt's tokens as the core indexes positions; the core's checks (empty, too long) apply."""
     loaded_model = model(model_name)
-    with exclusive():
-        return [str(t) for t in loaded_model.to_str_tokens(to_tokens(loaded_model, prompt)[0])]
+    return [str(t) for t in loaded_model.to_str_tokens(validation.prompt_tokens(loaded_model, prompt)[0])]
+
+
+def context_length(model_name: str) -> int:
+    """How many tokens the model reads at most (its start-of-text token included)."""
+    return int(model(model_name).cfg.n_ctx)
+
+
+@st.cache_data(max_entries=_ENTRIES, show_spinner=False)
+def corrupt_proposal(model_name: str, prompt: str) -> str:
+    """A corrupt prompt for the corrupt baseline: held-out text, or else the prompt's tokens reversed, with as
+    many tokens as `prompt` (the baseline's one requirement)."""
+    length = len(tokens(model_name, prompt))
+    body = tokens(model_name, prompt)[1:]  # without the start-of-text token
+    candidates = [*flc.held_out_prompts(8, length=max(1, len(body))), "".join(reversed(body))]
+    for text in candidates:
+        try:
+            if len(tokens(model_name, text)) == length:
+                return text
+        except flc.FeatureLensError:
+            continue
+    raise flc.FeatureLensError("No corrupt prompt of the prompt's token length was found; type one.")
 
 
 @st.cache_data(max_entries=_ENTRIES, show_spinner=False)
 def activations(model_name: str, sae_name: str, prompt: str) -> pd.DataFrame:
     """Which features of one SAE fire where on the prompt: (position, token, feature, activation)."""
-    loaded_model, loaded = model(model_name), sae(model_name, sae_name)
-    with exclusive():
-        return flc.activations(loaded_model, loaded, prompt)
+    return flc.activations(model(model_name), sae(model_name, sae_name), prompt)
 
 
 @st.cache_resource(max_entries=32, show_spinner=False)
@@ -203,7 +255,7 @@ def label(model_name: str, sae_name: str, feature: int) -> str:
     """One feature's label, or "" (never raises: labels are decoration)."""
     try:
         names = labels(model_name, sae_name)
-    except FeatureLensError:
+    except flc.FeatureLensError:
         return ""
     return names[feature] if 0 <= feature < len(names) else ""
 
@@ -211,9 +263,7 @@ def label(model_name: str, sae_name: str, feature: int) -> str:
 @st.cache_data(max_entries=_ENTRIES, show_spinner=False)
 def card(model_name: str, sae_name: str, feature: int) -> feature_data.FeatureCard:
     """One feature's dashboard data (shipped for the built-in SAEs, logit effects for any SAE)."""
-    loaded_model, loaded = model(model_name), sae(model_name, sae_name)
-    with exclusive():
-        return feature_data.feature_card(loaded_model, loaded, feature)
+    return feature_data.feature_card(model(model_name), sae(model_name, sae_name), feature)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)

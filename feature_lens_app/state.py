@@ -3,7 +3,7 @@
 `parse` turns query parameters into a typed `ViewState` and a list of problems; a malformed
 value falls back to its default while every valid parameter is kept. `to_params` is the
 inverse. In a session, the widgets own the values (`st.session_state[KEY]`); the URL is read
-once when a session starts and rewritten after every run.
+when a session starts or when it changes by itself (Back, Forward), and rewritten after every run.
 
 Only the *shape* of values is checked here (a number is a number, a method is one of three);
 whether an SAE fits the model or a feature is in range is the core's call, so its messages
@@ -16,30 +16,29 @@ import hashlib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal
+from typing import Any
 
 import streamlit as st
 
 from feature_lens_app import hosting
 from feature_lens_app.examples import DEFAULT_SAES, EXAMPLES
-from feature_lens_core import catalog
+from feature_lens_core import FeatureRef, catalog
+from feature_lens_core.options import BaselineKind, Direction, GraphDirection, Method
 
-Method = Literal["activation", "attribution", "direct"]
-Baseline = Literal["zero", "mean", "corrupt"]
-Direction = Literal["both", "upstream", "downstream"]
-
-METHODS: dict[str, str] = {
+# The core's choices, each with the words the sidebar shows for it (a test checks every choice has them).
+METHODS: dict[Method, str] = {
     "activation": "Activation patching (exact)",
     "attribution": "Attribution patching (fast estimate)",
     "direct": "Direct attribution (direct paths only)",
     "integrated": "Integrated gradients (10 steps)",
 }
-BASELINES: dict[str, str] = {
+BASELINES: dict[BaselineKind, str] = {
     "zero": "Zero (switch the feature off)",
     "mean": "Mean (its average activation)",
     "corrupt": "Corrupt prompt (its value on another prompt)",
 }
-DIRECTIONS: dict[str, str] = {
+# A view ranks one side of the target or both, as a graph grows (`GraphDirection`).
+DIRECTIONS: dict[GraphDirection, str] = {
     "both": "Both",
     "upstream": "Upstream (what drives it)",
     "downstream": "Downstream (what it drives)",
@@ -59,17 +58,22 @@ class ViewState:
     feature: int = EXAMPLES[0].feature
     pos: int = EXAMPLES[0].position
     method: Method = "attribution"
-    baseline: Baseline = "zero"
-    direction: Direction = "both"
+    baseline: BaselineKind = "zero"
+    direction: GraphDirection = "both"
     corrupt: str = ""
     problems: tuple[str, ...] = field(default=(), compare=False)
 
     @property
-    def directions(self) -> list[str]:
+    def directions(self) -> list[Direction]:
         return ["upstream", "downstream"] if self.direction == "both" else [self.direction]
 
 
 DEFAULT = ViewState()
+
+
+def target(view: ViewState) -> FeatureRef:
+    """The view's target as the core names it."""
+    return FeatureRef(view.sae, view.feature, view.pos)
 
 
 def default_saes(model: str, list_saes: Callable[[str], list[str]] | None = None) -> tuple[str, ...]:
@@ -136,7 +140,7 @@ def parse(
         elif not hosting.model_allowed(model, limits):
             problems.append(
                 f"model={_shown(model)} is not available on this hosted app (it would not fit in memory); "
-                f"use the built-in model or one of: {', '.join(limits.hub_models)}."
+                f"use the built-in model or one of: {', '.join(limits.hub_models or ())}."
             )
         else:
             values["model"] = model
@@ -222,26 +226,39 @@ def to_params(view: ViewState) -> dict[str, str]:
 
 # ---------------------------------------------------------------- session side
 
+_WRITTEN = "_fl_written"  # the query parameters this session last wrote to the address bar
+TRAIL_LENGTH = 8
+
 
 def start_session() -> None:
-    """On a session's first run, seed the widgets' values from the URL (or the worked example).
+    """Seed the widgets' values from the URL on a session's first run, and whenever the URL changed on its own.
 
-    Later runs restore any value Streamlit dropped: it clears a widget's value when a run does not
-    draw it, which happens once when a session moves from Streamlit's legacy `pages/` mode to
-    `st.navigation` (see frame.py). `remember` keeps a copy outside the widgets for that.
+    The widgets own the view during a session, and every run writes it to the URL. A run whose URL
+    differs from the one last written was not caused by a widget: the browser went Back or Forward
+    (Streamlit reruns with that entry's query string) or someone edited the address bar. Then the URL is
+    the source of truth and the widgets follow it, so Back restores the previous view instead of being
+    overwritten by the session's newer one.
+
+    Later runs also restore any value Streamlit dropped: it clears a widget's value when a run does not
+    draw it. `remember` keeps a copy outside the widgets for that.
     """
-    if st.session_state.get("_fl_started"):
-        for key, value in st.session_state.get("_fl_view", {}).items():
-            if key not in st.session_state:
-                st.session_state[key] = value
-        return
+    ss = st.session_state
     params = {key: st.query_params.get_all(key) for key in st.query_params}
+    written = ss.get(_WRITTEN)
+    if written is not None and (not params or _flat(params) == written):
+        for key, value in ss.get("_fl_view", {}).items():
+            if key not in ss:
+                ss[key] = value
+        return
     view = parse(params)
     for key in KEYS:
         value = getattr(view, key)
-        st.session_state[key] = list(value) if key == "saes" else value
-    st.session_state["_fl_problems"] = list(view.problems)
-    st.session_state["_fl_started"] = True
+        ss[key] = list(value) if key == "saes" else value
+    ss["_fl_problems"] = list(view.problems)
+
+
+def _flat(params: Mapping[str, list[str]]) -> dict[str, str]:
+    return {key: values[-1] for key, values in params.items() if values}
 
 
 def current() -> ViewState:
@@ -262,8 +279,26 @@ def current() -> ViewState:
 
 
 def remember(view: ViewState) -> None:
-    """Keep a copy of the view outside the widgets (see `start_session`)."""
-    st.session_state["_fl_view"] = {key: list(view.saes) if key == "saes" else getattr(view, key) for key in KEYS}
+    """Keep a copy of the view outside the widgets (see `start_session`), and its target in the trail."""
+    ss = st.session_state
+    ss["_fl_view"] = {key: list(view.saes) if key == "saes" else getattr(view, key) for key in KEYS}
+    here = (view.sae, view.feature, view.pos)
+    ss["_fl_trail"] = [here, *[t for t in ss.get("_fl_trail", []) if t != here]][:TRAIL_LENGTH]
+
+
+def trail() -> list[tuple[str, int, int]]:
+    """The targets this session looked at, newest first (the current one included)."""
+    return list(st.session_state.get("_fl_trail", []))
+
+
+def add_notice(text: str) -> None:
+    """A message for the next run to show once (for widget callbacks, which cannot draw)."""
+    st.session_state.setdefault("_fl_notices", []).append(text)
+
+
+def take_notices() -> list[str]:
+    """Messages left by callbacks; each is shown once."""
+    return st.session_state.pop("_fl_notices", [])
 
 
 def take_problems() -> list[str]:
@@ -272,8 +307,13 @@ def take_problems() -> list[str]:
 
 
 def write_url(view: ViewState) -> None:
-    """Rewrite the address bar so a copied URL reopens this exact view."""
+    """Rewrite the address bar so a copied URL reopens this exact view.
+
+    A changed URL is one new browser history entry (Streamlit pushes it; during a Back or Forward it
+    replaces the entry instead), so each change of view is one step of Back.
+    """
     params = to_params(view)
+    st.session_state[_WRITTEN] = params
     if st.query_params.to_dict() != params:
         st.query_params.from_dict(params)
 

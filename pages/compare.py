@@ -3,8 +3,10 @@
 import pandas as pd
 import streamlit as st
 
-from feature_lens_app import frame, hosting, resources, state, widgets
-from feature_lens_core import agreement, charts
+from feature_lens_app import charts, frame, hosting, interactions, loading, orientation, resources, state
+from feature_lens_app.boundary import shown_errors
+from feature_lens_core import agreement
+from feature_lens_core.options import Direction, Method
 
 TOP_K = 10
 view = frame.view()
@@ -14,12 +16,11 @@ st.caption(
     "exact effect measured by activation patching. Spearman near 1 and a high top-k overlap mean the cheap method "
     "ranks nodes like the exact one."
 )
-tokens = widgets.prompt_tokens(view)
-results: dict[tuple[str, str], resources.Timed] = {}
+tokens = loading.prompt_tokens(view)
+results: dict[tuple[Direction, Method], resources.Timed] = {}
 
 if tokens is not None:
-    token = tokens[view.pos] if view.pos < len(tokens) else None
-    st.markdown(f"**Target:** {widgets.target_text(view, token)}")
+    orientation.target_line(view, tokens)
     limits = hosting.limits()
     if limits.candidates:
         st.info(
@@ -27,19 +28,13 @@ if tokens is not None:
             "ranks highest, so only those are compared.",
             icon=":material/speed:",
         )
-    jobs = [(d, m) for d in view.directions for m in state.METHODS]
+    jobs: list[tuple[Direction, Method]] = [(d, m) for d in view.directions for m in state.METHODS]
     progress = st.progress(0.0, text="Ranking with each method…")
-    failures = []
     for done, (direction, method) in enumerate(jobs):
         progress.progress(done / len(jobs), text=f"{state.METHODS[method]}, {direction}…")
-        what = f"ranking {direction} features by {method}"
-        result, failure = widgets.attempt(lambda d=direction, m=method: resources.ranked(view, d, m), what)
-        if failure is None:
-            results[(direction, method)] = result
-        else:
-            failures.append((failure, what))
+        with shown_errors(f"ranking {direction} features by {method}"):
+            results[(direction, method)] = resources.ranked(view, direction, method)
     progress.empty()
-    widgets.show_failures(failures)
 
 for direction in view.directions:
     exact = results.get((direction, "activation"))
@@ -48,10 +43,10 @@ for direction in view.directions:
     }
     if exact is None or not estimates:
         continue
-    st.subheader(f"{direction.capitalize()} of the target")
-    pairs = agreement.paired_scores(widgets.labelled(exact.frame, view.model), estimates)
+    st.subheader(f"{direction.capitalize()} of the target", anchor=False)
+    pairs = agreement.paired_scores(interactions.labelled(exact.frame, view.model), estimates)
     plot, numbers = st.columns([3, 2])
-    widgets.draw_chart(charts.method_scatter(pairs), plot, width="stretch")
+    interactions.draw_chart(charts.method_scatter(pairs), plot, width="stretch")
     with numbers:
         st.markdown("**Agreement with activation patching**")
         st.dataframe(

@@ -2,9 +2,10 @@
 
 import streamlit as st
 
-from feature_lens_app import frame, resources, state, widgets
-from feature_lens_core import directions
-from feature_lens_core.errors import FeatureLensError
+import feature_lens_core as flc
+from feature_lens_app import frame, loading, resources, state, token_panel
+from feature_lens_app.boundary import shown_errors
+from feature_lens_app.markup import code
 
 LOVE = "O my love, my sweet love, I love thee dearly\nKiss me, sweet heart, for love is gentle"
 WAR = "To arms! The battle rages and the soldiers fight\nDraw your swords and strike the enemy down"
@@ -19,41 +20,46 @@ st.caption(
 
 with st.form("new_direction"):
     layer_col, site_col, name_col = st.columns(3)
-    n_layers = resources.model(view.model).cfg.n_layers
-    layer = layer_col.number_input("Layer", 0, n_layers - 1, min(1, n_layers - 1))
-    site = site_col.selectbox("Where", directions.DIRECTION_HOOKS)
-    title = name_col.text_input("Name", "love-vs-war", max_chars=40)
+    n_layers = resources.layer_count(view.model)
+    layer = layer_col.number_input(
+        "Layer", 0, n_layers - 1, min(1, n_layers - 1), help=f"The block it is read in: 0 to {n_layers - 1}."
+    )
+    site = site_col.selectbox(
+        "Where", resources.DIRECTION_SITES, help="The activation within the block: residual stream, attention or MLP."
+    )
+    title = name_col.text_input("Name", "love-vs-war", max_chars=40, help="Shown in the SAE lists.")
     source = st.radio(
         "From",
         ["prompts", "file"],
         horizontal=True,
-        format_func={"prompts": "two sets of prompts", "file": "a .npy or .safetensors file"}.get,
+        format_func={"prompts": "two sets of prompts", "file": "a .npy or .safetensors file"}.__getitem__,
+        help="The difference of two sets' mean activations, or a vector of your own.",
     )
     a_col, b_col = st.columns(2)
-    prompts_a = a_col.text_area("Set A (one prompt per line)", LOVE, key="direction_a")
-    prompts_b = b_col.text_area("Set B (one prompt per line)", WAR, key="direction_b")
-    upload = st.file_uploader("Direction file", type=["npy", "safetensors"])
+    prompts_a = a_col.text_area("Set A (one prompt per line)", LOVE, key="direction_a", help="Where it points to.")
+    prompts_b = b_col.text_area(
+        "Set B (one prompt per line)", WAR, key="direction_b", help="Where it points away from."
+    )
+    upload = st.file_uploader(
+        "Direction file", type=["npy", "safetensors"], help="One vector as long as the activation at that place."
+    )
     made = st.form_submit_button("Add it as a feature", type="primary")
 
 if made:
     hook = f"blocks.{layer}.{site}"
-
-    def build() -> str:
-        model = resources.model(view.model)
+    name = None
+    with shown_errors("making the direction"):
         if source == "file":
             if upload is None:
-                raise FeatureLensError("Choose a .npy or .safetensors file to upload.")
-            vector = directions.load_direction(upload.getvalue(), fmt=upload.name.rsplit(".", 1)[-1])
+                raise flc.FeatureLensError("Choose a .npy or .safetensors file to upload.")
+            name = resources.direction_from_file(
+                view.model, hook, upload.getvalue(), upload.name.rsplit(".", 1)[-1], title
+            )
         else:
             lines_a = [line.strip() for line in prompts_a.splitlines() if line.strip()]
             lines_b = [line.strip() for line in prompts_b.splitlines() if line.strip()]
-            vector = directions.steering_vector(model, hook, lines_a, lines_b)
-        return resources.add_direction(view.model, hook, vector.tolist(), title)
-
-    name, failure = widgets.attempt(build, "making the direction")
-    if failure is not None:
-        widgets.show_failure(failure, "making the direction")
-    else:
+            name = resources.direction_from_prompts(view.model, hook, lines_a, lines_b, title)
+    if name is not None:
         state.set_target(name, 0, view.pos)
         st.session_state["direction_added"] = name
         st.rerun()
@@ -61,11 +67,11 @@ if made:
 added = st.session_state.get("direction_added")
 if added:
     st.success(
-        f"{widgets.code(added)} is now among the SAEs and is the target. Open **Explore** to see what drives it "
-        "and what it drives, or **Circuit graph** for more hops. It lives on this server until it restarts.",
+        f"{code(added)} is now among the SAEs and is the target. Open **Explore** to see what drives it "
+        "and what it drives, or **Circuit graph** for more hops. It lives in this browser session.",
         icon=":material/check_circle:",
     )
-    tokens = widgets.prompt_tokens(view)
+    tokens = loading.prompt_tokens(view)
     if tokens is not None and view.sae == added:
-        with widgets.shown_errors("reading the prompt"):
-            widgets.token_panel(view, tokens)
+        with shown_errors("reading the prompt"):
+            token_panel.token_panel(view, tokens)

@@ -3,59 +3,64 @@
 import pandas as pd
 import streamlit as st
 
-from feature_lens_app import frame, resources, state, widgets
+from feature_lens_app import charts, frame, interactions, loading, orientation, resources, state, token_panel
+from feature_lens_app.boundary import shown_errors
 
-BARS = 20  # bars per chart; the table can show every ranked node
+CHART_BARS = 12  # bars per chart, so both charts fit above the fold at 1440x900
+TABLE_ROWS = 20  # rows per direction in the table unless every ranked node is asked for
 TITLES = {"upstream": "Upstream: what drives it", "downstream": "Downstream: what it drives"}
 
 view = frame.view()
 st.title("A feature's causes and effects", anchor=False)
-st.caption(
-    "Pick a target feature in the sidebar, from the tokens below, or by clicking a bar: the charts rank the "
-    "features that push it up (orange) or hold it down (blue). The address bar always links to this view."
-)
-tokens = widgets.prompt_tokens(view)
+orientation.intro(view)
+tokens = loading.prompt_tokens(view)
 shown: dict[str, pd.DataFrame] = {}
 
 if tokens is not None:
-    token = tokens[view.pos] if view.pos < len(tokens) else None
-    st.markdown(f"**Target:** {widgets.target_text(view, token)} · {state.METHODS[view.method]}")
-    with (
-        st.expander("The prompt, shaded by how strongly the target fires", expanded=True),
-        widgets.shown_errors("reading the prompt's features"),
-    ):
-        widgets.token_panel(view, tokens)
-
+    orientation.target_line(view, tokens)
+    where = None
+    with shown_errors("reading the prompt's features"):
+        where = token_panel.token_strip(view, tokens)
+    results: dict[str, resources.Timed] = {}
     with st.spinner("Ranking features…", show_time=True):
-        outcomes = {d: widgets.attempt(lambda d=d: resources.ranked(view, d), f"ranking {d}") for d in view.directions}
-    failures = [(exc, f"ranking {d}") for d, (_, exc) in outcomes.items() if exc is not None]
-    if len(failures) == len(outcomes) and len({str(exc) for exc, _ in failures}) == 1:
-        widgets.show_failures(failures)  # the same bad input broke both: say it once, full width
-    else:
-        for column, (direction, (result, failure)) in zip(st.columns(len(outcomes)), outcomes.items(), strict=True):
+        for direction in view.directions:
+            with shown_errors(f"ranking {direction}"):
+                results[direction] = resources.ranked(view, direction)
+    extent = charts.shared_extent([result.frame.head(CHART_BARS) for result in results.values()])
+    if results:
+        for column, (direction, result) in zip(st.columns(len(results)), results.items(), strict=True):
             with column:
-                if result is None:
-                    widgets.show_failure(failure, f"ranking {direction}")
-                    continue
                 key = f"bars_{direction}_{state.fingerprint(view)}"
-                widgets.ranking_chart(widgets.labelled(result.frame.head(BARS), view.model), TITLES[direction], key)
+                rows = interactions.labelled(result.frame.head(CHART_BARS), view.model)
+                interactions.ranking_chart(rows, TITLES[direction], key, extent)
                 shown[direction] = result.frame
                 st.caption(
                     f"{len(result.frame)} nodes ranked in {result.seconds:.2f} s. Click a bar to make it the target."
+                    + (f" {result.note}" if result.note else "")
                 )
-                if result.note:
-                    st.caption(result.note)
-        st.caption("Grey bars with a dashed outline are error nodes: what the SAE fails to reconstruct.")
+        st.caption(
+            "Both charts share one colour scale. Grey bars with a dashed outline are error nodes: what the SAE "
+            "fails to reconstruct."
+        )
+        st.page_link("pages/how_it_works.py", label="How the scores are computed: the four methods, in plain words")
+    if where is not None:
+        with shown_errors("reading the prompt's features"):
+            token_panel.active_features(view, tokens, where)
     resources.prefetch_other_methods(view)  # so that switching the method is instant
 
 if shown:
-    st.subheader("Table")
-    everything = st.toggle("Show every ranked node, not only the charted ones", key="table_all")
-    table = pd.concat(
-        [(rows if everything else rows.head(BARS)).assign(direction=d) for d, rows in shown.items()], ignore_index=True
+    st.subheader("Table", anchor=False)
+    everything = st.toggle(
+        "Show every ranked node, not only the first ones",
+        key="table_all",
+        help=f"The table shows the first {TABLE_ROWS} nodes of each direction unless this is on.",
     )
-    table = widgets.labelled(table, view.model)
+    table = pd.concat(
+        [(rows if everything else rows.head(TABLE_ROWS)).assign(direction=d) for d, rows in shown.items()],
+        ignore_index=True,
+    )
+    table = interactions.labelled(table, view.model)
     columns = ["direction", "sae", "layer", "kind", "feature", "label", "token", "position", "activation", "score"]
-    table = table[[c for c in columns if c in table]]
-    st.dataframe(table, hide_index=True, width="stretch", column_config=widgets.NUMBER_FORMAT)
-    widgets.downloads(table, f"feature-lens-{view.sae}-{view.feature}-{view.pos}", key="explore")
+    table = table.loc[:, [c for c in columns if c in table]]
+    st.dataframe(table, hide_index=True, width="stretch", column_config=interactions.NUMBER_FORMAT)
+    interactions.downloads(table, f"feature-lens-{view.sae}-{view.feature}-{view.pos}", key="explore")

@@ -2,10 +2,11 @@
 
 import streamlit as st
 
-from feature_lens_app import circuits, frame, state, widgets
-from feature_lens_core import charts
+from feature_lens_app import charts, circuits, frame, interactions, loading, orientation, state
+from feature_lens_app.boundary import shown_errors
+from feature_lens_core.options import GraphDirection
 
-SIDES = {"upstream": "Upstream", "both": "Both", "downstream": "Downstream"}
+SIDES: dict[GraphDirection, str] = {"upstream": "Upstream", "both": "Both", "downstream": "Downstream"}
 
 view = frame.view()
 st.title("The circuit around a feature", anchor=False)
@@ -14,44 +15,49 @@ st.caption(
     "edges. Rows are SAEs in forward order, earliest at the bottom; columns are tokens. Orange edges support "
     "their target, blue ones suppress it; grey squares are error nodes. Click a node to open its dashboard."
 )
-tokens = widgets.prompt_tokens(view)
+tokens = loading.prompt_tokens(view)
 
-widgets.follow_to_feature()
+interactions.follow_to_feature()
 
 if tokens is not None:
-    token = tokens[view.pos] if view.pos < len(tokens) else None
-    st.markdown(f"**Target:** {widgets.target_text(view, token)} · {state.METHODS[view.method]}")
+    orientation.target_line(view, tokens)
     side, hops, budget = st.columns(3)
     direction = side.segmented_control(
-        "Expand", list(SIDES), format_func=SIDES.get, default="upstream", key="graph_side"
+        "Expand",
+        list(SIDES),
+        format_func=SIDES.__getitem__,
+        default="upstream",
+        key="graph_side",
+        help="Grow the graph towards the target's causes, its effects, or both.",
     )
-    depth = hops.slider("Hops", 1, 3, 2, key="graph_hops")
-    nodes = budget.slider("Node budget", 6, 60, 24, step=2, key="graph_budget")
-    with st.spinner("Expanding the graph…", show_time=True):
-        found, failure = widgets.attempt(
-            lambda: circuits.graph(
-                view.model,
-                view.saes,
-                view.prompt,
-                (view.sae, view.feature, view.pos),
-                view.method,
-                view.baseline,
-                view.corrupt,
-                direction or "upstream",
-                depth,
-                nodes,
-            ),
-            "building the graph",
+    depth = hops.slider("Hops", 1, 3, 2, key="graph_hops", help="How many steps away from the target to expand.")
+    nodes = budget.slider(
+        "Node budget", 6, 60, 24, step=2, key="graph_budget", help="The most nodes the graph may hold; more is slower."
+    )
+    grow: GraphDirection = "upstream"  # until the control has a value
+    for side_name in SIDES:
+        grow = side_name if side_name == direction else grow
+    found = None
+    with st.spinner("Expanding the graph…", show_time=True), shown_errors("building the graph"):
+        found = circuits.graph(
+            view.model,
+            view.saes,
+            view.prompt,
+            str(state.target(view)),
+            view.method,
+            view.baseline,
+            view.corrupt,
+            grow,
+            depth,
+            nodes,
         )
-    if failure is not None:
-        widgets.show_failure(failure, "building the graph")
-    elif found is not None:
+    if found is not None:
         order = [n for n in circuits.forward_order(view.model, view.saes) if n in set(found.nodes["sae"])]
         key = f"graph_{state.fingerprint(view, direction, depth, nodes)}"
-        widgets.draw_chart(
+        interactions.draw_chart(
             charts.graph_chart(found.nodes, found.edges, order, tokens),
             key=key,
-            on_select=widgets.open_clicked_feature(key),
+            on_select=interactions.open_clicked_feature(key),
             selection_mode=charts.PICK,
             width="stretch",
             height=charts.GRAPH_ROW * max(2, len(order)) + 130,  # Streamlit would squeeze a layered chart
@@ -73,4 +79,4 @@ if tokens is not None:
         st.caption(f"{len(found.nodes)} nodes, {len(found.edges)} edges.")
         with st.expander("Edges as a table"):
             st.dataframe(found.edges, hide_index=True, width="stretch")
-            widgets.downloads(found.edges, f"feature-lens-graph-{view.sae}-{view.feature}-{view.pos}", key="graph")
+            interactions.downloads(found.edges, f"feature-lens-graph-{view.sae}-{view.feature}-{view.pos}", key="graph")

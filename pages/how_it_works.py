@@ -1,4 +1,4 @@
-"""How it works: the three methods in plain words, with a picture."""
+"""How it works: the four methods in plain words, with a picture."""
 
 import streamlit as st
 
@@ -9,7 +9,8 @@ st.title("How it works", anchor=False)
 
 st.markdown(
     """
-A language model reads text one token at a time and passes numbers from layer to layer. A **sparse
+The built-in model is a small GPT-2-style language model (3 layers) trained on Shakespeare's plays. A
+language model reads text one token at a time and passes numbers from layer to layer. A **sparse
 autoencoder** (SAE) translates the numbers at one place in the model into **features**: small, mostly
 readable units such as "a name of a person" or "the word *thou*". Most features are silent; a few fire on
 each token.
@@ -48,7 +49,7 @@ digraph {
 
 st.markdown(
     """
-### Three ways to measure a score
+### Four ways to measure a score
 
 1. **Activation patching (exact).** Switch the feature off and run the rest of the model again, then measure
    the target. This *is* the effect, but it costs one (partial) run of the model per feature, so it is the
@@ -59,6 +60,9 @@ st.markdown(
 3. **Direct attribution (direct paths only).** Counts only the feature's *direct* route to the target, as if
    every layer in between stayed as it was. Cheapest, and it shows what reaches the target without help; it
    misses effects that travel through other features.
+4. **Integrated gradients (10 steps).** Like attribution patching, but the slope is averaged over ten points
+   on the way from the feature's value to its baseline instead of read at one end. It costs ten backward
+   passes instead of one and follows curved (non-linear) effects more closely; it is still an estimate.
 
 The **Compare methods** page puts the cheap estimates next to the exact numbers for your target, so you can see
 when they can be trusted.

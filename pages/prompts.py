@@ -2,8 +2,9 @@
 
 import streamlit as st
 
-from feature_lens_app import circuits, frame, hosting, state, widgets
-from feature_lens_core import catalog, charts
+from feature_lens_app import charts, circuits, frame, hosting, interactions, state
+from feature_lens_app.boundary import shown_errors
+from feature_lens_core import catalog
 
 AT = {"active": "wherever it fires", "last": "at the last token"}
 view = frame.view()
@@ -14,7 +15,7 @@ st.caption(
     "who they connect to."
 )
 
-widgets.follow_to_feature()
+interactions.follow_to_feature()
 limit = hosting.limits().max_batch_prompts
 left, right = st.columns([1, 2])
 with left:
@@ -23,31 +24,50 @@ with left:
     source = st.radio(
         "Prompts",
         sources,
-        format_func={"held-out": "Held-out Shakespeare (built-in)", "own": "My own, one per line"}.get,
+        format_func={"held-out": "Held-out Shakespeare (built-in)", "own": "My own, one per line"}.__getitem__,
         key="batch_source",
+        help="Held-out text is Shakespeare the built-in model never saw in training.",
     )
-    count = st.slider("How many", 4, limit, min(12, limit), key="batch_count", disabled=source != "held-out")
+    count = st.slider(
+        "How many",
+        4,
+        limit,
+        min(12, limit),
+        key="batch_count",
+        disabled=source != "held-out",
+        help="How many held-out snippets to rank the target on; each is a full ranking.",
+    )
 with right:
-    text = st.text_area("One prompt per line", key="batch_text", height=140, disabled=source != "own")
+    text = st.text_area(
+        "One prompt per line",
+        key="batch_text",
+        height=140,
+        disabled=source != "own",
+        help=f"Your own prompts, one per line (at most {limit} are used).",
+    )
 
-prompt_set, failure = widgets.attempt(lambda: tuple(circuits.prompts(source, count, text)[:limit]), "reading prompts")
-if failure is not None:
-    widgets.show_failure(failure, "reading the prompts")
-elif not prompt_set:
+prompt_set = None
+with shown_errors("reading the prompts"):
+    prompt_set = tuple(circuits.prompts(source, count, text)[:limit])
+if prompt_set is not None and not prompt_set:
     st.info("Type some prompts, one per line, or use the built-in held-out text.")
-else:
+elif prompt_set:
     st.subheader(f"Connections of {view.sae} #{view.feature} over {len(prompt_set)} prompts", anchor=False)
-    at = st.radio("Rank it", list(AT), format_func=AT.get, horizontal=True, key="batch_at")
+    at = st.radio(
+        "Rank it",
+        list(AT),
+        format_func=AT.__getitem__,
+        horizontal=True,
+        key="batch_at",
+        help="On each prompt, rank the feature at every token where it fires, or only at the last token.",
+    )
     for direction in view.directions:
-        with widgets.progress_bar(f"Ranking {direction} on each prompt") as progress:
-            result, failure = widgets.attempt(
-                lambda d=direction, p=progress: circuits.across_prompts(
-                    view.model, view.saes, prompt_set, view.sae, view.feature, at, d, view.method, progress=p
-                ),
-                f"ranking {direction} across prompts",
+        result = None
+        with shown_errors(f"ranking {direction} across prompts"):
+            result = circuits.across_prompts(
+                view.model, view.saes, prompt_set, view.sae, view.feature, at, direction, view.method
             )
-        if failure is not None:
-            widgets.show_failure(failure, f"ranking {direction} across prompts")
+        if result is None:
             continue
         edges = result.edges
         st.markdown(
@@ -58,7 +78,7 @@ else:
             st.caption("No connection found: the feature does not fire on these prompts, or no SAE is on this side.")
             continue
         st.dataframe(edges.head(200), hide_index=True, width="stretch")
-        widgets.downloads(
+        interactions.downloads(
             edges, f"feature-lens-{view.sae}-{view.feature}-{direction}-prompts", key=f"batch_{direction}"
         )
 
@@ -67,24 +87,22 @@ else:
         "Each feature of the target's SAE that fires at least twice is described by its mean upstream and downstream "
         "scores over the prompts; features with similar partners land close together. Click a point to open it."
     )
-    clusters = st.slider("Clusters", 2, 12, 6, key="map_clusters")
-    if st.toggle("Compute the map (ranks every occurrence of every feature: a minute or so)", key="map_on"):
-        with widgets.progress_bar("Profiling features on each prompt") as progress:
-            found, failure = widgets.attempt(
-                lambda: circuits.feature_map(
-                    view.model, view.saes, prompt_set, view.sae, view.method, clusters, progress=progress
-                ),
-                "clustering features",
-            )
-        if failure is not None:
-            widgets.show_failure(failure, "clustering features")
-        else:
+    clusters = st.slider("Clusters", 2, 12, 6, key="map_clusters", help="How many groups to sort the features into.")
+    if st.toggle(
+        "Compute the map (ranks every occurrence of every feature: a minute or so)",
+        key="map_on",
+        help="Off by default: it ranks every feature of the SAE on every prompt.",
+    ):
+        found = None
+        with shown_errors("clustering features"):
+            found = circuits.feature_map(view.model, view.saes, prompt_set, view.sae, view.method, clusters)
+        if found is not None:
             points, coherence = found
             key = f"map_{state.fingerprint(view, prompt_set, clusters)}"
-            widgets.draw_chart(
+            interactions.draw_chart(
                 charts.cluster_map(points),
                 key=key,
-                on_select=widgets.open_clicked_feature(key, view.pos),
+                on_select=interactions.open_clicked_feature(key, view.pos),
                 selection_mode=charts.PICK,
                 width="stretch",
             )

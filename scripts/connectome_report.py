@@ -19,9 +19,9 @@ import torch
 from sae_lens import SAE
 from transformer_lens import HookedTransformer
 
+from feature_lens_app.charts import cluster_map, graph_chart
 from feature_lens_core import hooks
 from feature_lens_core.batch import FeatureSpec, held_out_prompts, rank_many
-from feature_lens_core.charts import cluster_map, graph_chart
 from feature_lens_core.clustering import cluster_features, connection_profiles, label_coherence
 from feature_lens_core.connectome import build_graph, faithfulness
 from feature_lens_core.directions import direction_sae, steering_vector

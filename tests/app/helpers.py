@@ -6,7 +6,7 @@ import json
 
 from streamlit.testing.v1 import AppTest
 
-from feature_lens_app.widgets import BUG_PREFIX
+from feature_lens_app.boundary import BUG_PREFIX
 
 
 def errors(at: AppTest) -> list[str]:

@@ -8,12 +8,12 @@ import pytest
 
 from feature_lens_app.examples import EXAMPLES
 
-from .helpers import assert_healthy, charts, errors, sidebar_values
+from .helpers import assert_healthy, charts, errors
 
 pytestmark = [pytest.mark.app, pytest.mark.slow]
 
 
-def _html(at) -> str:  # noqa: ANN001
+def _html(at) -> str:
     return "".join(element.proto.body for element in at.get("html"))
 
 
@@ -32,18 +32,17 @@ def test_empty_prompt(open_app, prompt: str) -> None:
 
 
 def test_out_of_range_feature(open_app) -> None:
-    at = open_app()
-    before = sidebar_values(at)
-    at.sidebar.number_input(key="feature").set_value(999_999).run()
+    # The Feature box stops at the SAE's last feature; a link can still ask for more.
+    at = open_app(feature="999999")
     assert_healthy(at)
     (message,) = errors(at)
     assert "999999" in message and "out of range" in message and "0 to 1023" in message
-    after = sidebar_values(at)
-    assert after.pop("feature") == 999_999
-    before.pop("feature")
-    assert after == before  # nothing else moved
+    assert at.session_state["feature"] == 999_999  # kept as asked, for the user to see and fix
+    assert at.sidebar.number_input(key="feature").max == 999_999  # the box still draws it
+    assert at.session_state["prompt"] == EXAMPLES[0].prompt  # nothing else moved
     at.sidebar.number_input(key="feature").set_value(EXAMPLES[0].feature).run()
     assert not errors(at), errors(at)
+    assert at.sidebar.number_input(key="feature").max == 1023
 
 
 def test_position_past_the_prompt(open_app) -> None:
@@ -113,7 +112,6 @@ def test_hosted_mode_caps_requests(open_app, monkeypatch: pytest.MonkeyPatch) ->
     (link_error,) = [m for m in errors(at) if m.startswith("Parts of this link")]
     assert "no local folders" in link_error and "cut to the first 300" in link_error
     assert "/etc" not in at.session_state["saes"]
-    assert at.sidebar.text_area(key="prompt").max_chars == 300
     assert len(at.session_state["prompt"]) == 300
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from feature_lens_app.widgets import highlighted_tokens
-from feature_lens_core import agreement, charts
+from feature_lens_app import charts
+from feature_lens_app.token_panel import highlighted_tokens
+from feature_lens_core import agreement
 
 pytestmark = pytest.mark.app
 

@@ -16,7 +16,7 @@ def test_default_saes_are_shipped() -> None:
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[e.title for e in EXAMPLES])
-def test_example_target_is_active(example) -> None:  # noqa: ANN001
+def test_example_target_is_active(example) -> None:
     from feature_lens_core.ranking import activations
 
     model = load_model(catalog.BUILTIN_MODEL)

@@ -104,3 +104,12 @@ def test_hosted_env_var(monkeypatch: pytest.MonkeyPatch) -> None:
     assert hosting.limits() is hosting.HOSTED
     monkeypatch.setenv("FEATURE_LENS_HOSTED", "0")
     assert hosting.limits() is hosting.LOCAL
+
+
+def test_every_choice_of_the_core_has_words_in_the_sidebar() -> None:
+    import feature_lens_core as flc
+    from feature_lens_app import state
+
+    assert tuple(state.METHODS) == flc.METHODS
+    assert tuple(state.BASELINES) == flc.BASELINES
+    assert set(state.DIRECTIONS) == set(flc.GRAPH_DIRECTIONS)

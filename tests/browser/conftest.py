@@ -6,7 +6,7 @@ import pytest
 
 
 @pytest.fixture
-def page(browser):  # noqa: ANN001, ANN201
+def page(browser):
     """A fresh browser context per test: a new Streamlit session, as when a link is opened elsewhere."""
     context = browser.new_context(viewport={"width": 1400, "height": 1400})
     yield context.new_page()

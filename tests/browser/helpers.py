@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import parse_qs, urlparse
 
 WAIT_MS = 120_000
 
 
-def wait_idle(page) -> None:  # noqa: ANN001
+def wait_idle(page) -> None:
     """Wait until Streamlit has finished the current script run."""
     page.wait_for_selector("[data-testid='stApp']", timeout=WAIT_MS)
     page.wait_for_timeout(300)  # let a rerun triggered by the last action start
     page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=WAIT_MS)
 
 
-def bars(page, chart: int):  # noqa: ANN001, ANN201
+def bars(page, chart: int):
     """The bars of a chart (for the token strip, its cells)."""
     marks = "path[aria-roledescription='bar'], path[aria-roledescription='rect mark']"
     return page.get_by_test_id("stVegaLiteChart").nth(chart).locator(marks)
 
 
-def params(page) -> dict[str, str]:  # noqa: ANN001
+def params(page) -> dict[str, str]:
     """The page's query parameters (the last value of each)."""
     return {k: v[-1] for k, v in parse_qs(urlparse(page.url).query, keep_blank_values=True).items()}
+
+
+def datum(label: str) -> dict[str, str]:
+    """Fields of a mark from its ARIA label: 'score: 0.1; ...; SAE: L0.mlp_out; ...; feature: 12; ...'."""
+    return {k.strip(): v.strip() for k, v in re.findall(r"([^;:]+):\s*([^;]*)", label)}

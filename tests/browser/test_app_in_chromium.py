@@ -21,12 +21,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 FIRST_CHART_BUDGET_S = 60  # generous for 2 shared CPU cores; the measured figure is printed
 
 
-def _datum(label: str) -> dict[str, str]:
-    """Fields of a bar from its ARIA label: 'score: 0.1; ...; SAE: L0.mlp_out; ...; feature: 12; ...'."""
-    return {k.strip(): v.strip() for k, v in re.findall(r"([^;:]+):\s*([^;]*)", label)}
-
-
-def _open_landing(page, server: str) -> None:  # noqa: ANN001
+def _open_landing(page, server: str) -> None:
     page.goto(server + "/")
     helpers.wait_idle(page)
     # The token strip, then the upstream and downstream rankings.
@@ -34,7 +29,7 @@ def _open_landing(page, server: str) -> None:  # noqa: ANN001
         helpers.bars(page, chart).first.wait_for(timeout=WAIT_MS)
 
 
-def test_landing_page_renders_its_charts(page, server: str) -> None:  # noqa: ANN001
+def test_landing_page_renders_its_charts(page, server: str) -> None:
     _open_landing(page, server)
     since_launch = time.perf_counter() - float(os.environ["FEATURE_LENS_TEST_SERVER_STARTED"])
     print(f"\nfrom `streamlit run` to the landing page's charts: {since_launch:.1f} s")
@@ -46,12 +41,13 @@ def test_landing_page_renders_its_charts(page, server: str) -> None:  # noqa: AN
     assert since_launch < FIRST_CHART_BUDGET_S
 
 
-def test_clicking_a_bar_moves_the_target(page, server: str) -> None:  # noqa: ANN001
+def test_clicking_a_bar_moves_the_target(page, server: str) -> None:
     _open_landing(page, server)
     before = helpers.params(page)
     bars = helpers.bars(page, 1)
     labels = [bars.nth(i).get_attribute("aria-label") or "" for i in range(bars.count())]
-    index, datum = next((i, _datum(lab)) for i, lab in enumerate(labels) if _datum(lab).get("kind") == "feature")
+    data = [helpers.datum(label) for label in labels]
+    index, datum = next((i, d) for i, d in enumerate(data) if d.get("kind") == "feature")
     bars.nth(index).click()
     page.wait_for_function(
         "([f, p]) => { const q = new URL(location.href).searchParams;"
@@ -68,7 +64,7 @@ def test_clicking_a_bar_moves_the_target(page, server: str) -> None:  # noqa: AN
     assert number.input_value() == datum["feature"]
 
 
-def test_a_copied_url_restores_the_view(page, browser, server: str) -> None:  # noqa: ANN001
+def test_a_copied_url_restores_the_view(page, browser, server: str) -> None:
     _open_landing(page, server)
     page.get_by_test_id("stSidebar").get_by_text("Direct attribution", exact=False).click()
     page.wait_for_function("() => new URL(location.href).searchParams.get('method') === 'direct'", timeout=WAIT_MS)
@@ -91,10 +87,10 @@ def test_a_copied_url_restores_the_view(page, browser, server: str) -> None:  # 
         other.close()
 
 
-def test_clicking_a_token_lists_the_features_active_there(page, server: str) -> None:  # noqa: ANN001
+def test_clicking_a_token_lists_the_features_active_there(page, server: str) -> None:
     _open_landing(page, server)
     tokens = helpers.bars(page, 0)  # the token strip: one bar per token
-    datum = _datum(tokens.nth(2).get_attribute("aria-label") or "")
+    datum = helpers.datum(tokens.nth(2).get_attribute("aria-label") or "")
     tokens.nth(2).click()
     heading = page.get_by_text(re.compile(rf"active at .*\(position {datum['position']}\)"))
     heading.wait_for(timeout=WAIT_MS)

@@ -1,6 +1,6 @@
 """Altair chart builders: a tidy DataFrame in, an `alt.Chart` out. No Streamlit here.
 
-The app renders these with `st.altair_chart(..., on_select="rerun")` and reads clicks back
+The app renders these with `st.vega_lite_chart(..., on_select=...)` and reads clicks back
 through the named selection params (`PICK`, `TOKEN`), so the param names are part of the API.
 Rows arrive already ranked by the core; charts keep that order (`sort=None`) so the chart,
 the table and the CLI agree.
@@ -9,10 +9,12 @@ the table and the CLI agree.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import altair as alt
+import numpy as np
 import pandas as pd
 
 # Selection param names the app reads back from `st.altair_chart`'s state.
@@ -25,6 +27,10 @@ ERROR_FILL = "#d0d0d0"
 ERROR_STROKE = "#444444"
 METHOD_COLOURS = {"attribution": "#1f77b4", "direct": "#ff7f0e", "integrated": "#2ca02c"}
 LABEL_CHARS = 28
+BAR_STEP = 22  # pixels per bar
+# Axis, legend and title text: #31333f on white is 12.6:1 (WCAG AA asks 4.5:1 for text; Streamlit's
+# default chart grey #808495 gives 3.7:1).
+TEXT = "#31333f"
 
 
 def display_token(token: str) -> str:
@@ -57,20 +63,43 @@ def add_labels(df: pd.DataFrame, label_of: Callable[[str, int], str] | None = No
     return out
 
 
-def _symmetric_extent(values: pd.Series) -> float:
-    peak = float(values.abs().max()) if len(values) else 0.0
+def _numbers(df: pd.DataFrame, column: str) -> np.ndarray:
+    """One column as floats."""
+    return df[column].to_numpy(dtype=float)
+
+
+def _symmetric_extent(values: np.ndarray) -> float:
+    peak = float(np.abs(values).max()) if len(values) else 0.0
     return peak if peak > 0 else 1.0
 
 
-def ranked_bars(df: pd.DataFrame, title: str, *, value: str = "score", param: str = PICK) -> alt.Chart:
+def shared_extent(frames: list[pd.DataFrame], value: str = "score") -> float:
+    """The largest |value| over several charts' rows: one colour scale for all, so one orange is one size."""
+    return max((_symmetric_extent(_numbers(f, value)) for f in frames), default=1.0)
+
+
+def readable(chart: alt.TopLevelMixin) -> alt.TopLevelMixin:
+    """The chart with its text at AA contrast (see `TEXT`)."""
+    return (
+        chart.configure_axis(labelColor=TEXT, titleColor=TEXT, labelFontSize=12, titleFontSize=12)
+        .configure_legend(labelColor=TEXT, titleColor=TEXT, labelFontSize=12, titleFontSize=12)
+        .configure_title(color=TEXT)
+    )
+
+
+def ranked_bars(
+    df: pd.DataFrame, title: str, *, value: str = "score", param: str = PICK, extent: float | None = None
+) -> alt.TopLevelMixin:
     """Horizontal bars in the row order of `df`, coloured on a diverging scale centred at zero.
 
     Expects the core's ranking columns plus `label` (see `add_labels`). Error nodes (the part of
     the activation an SAE does not reconstruct) are grey with a dashed outline so nobody mistakes
     them for features. Clicking a bar selects it through the point selection named `param`,
-    carrying the fields that identify a target: sae, feature, position and kind.
+    carrying the fields that identify a target: sae, feature, position and kind. The axis and the
+    colours span ±`extent` (by default the largest |value| here; pass `shared_extent` of every
+    chart on a page so that they read alike).
     """
-    extent = _symmetric_extent(df[value])
+    extent = extent if extent is not None else _symmetric_extent(_numbers(df, value))
     pick = alt.selection_point(name=param, fields=["sae", "feature", "position", "kind"], on="click", toggle=False)
     is_error = alt.datum.kind == "error"
     colour = alt.Color(
@@ -78,7 +107,7 @@ def ranked_bars(df: pd.DataFrame, title: str, *, value: str = "score", param: st
         scale=alt.Scale(scheme=DIVERGING_SCHEME, domain=[-extent, extent], domainMid=0),
         legend=alt.Legend(title=value, orient="bottom", gradientLength=160),
     )
-    return (
+    return readable(
         alt.Chart(df, title=title)
         .mark_bar(cursor="pointer")
         .encode(
@@ -102,11 +131,12 @@ def ranked_bars(df: pd.DataFrame, title: str, *, value: str = "score", param: st
             ],
         )
         .add_params(pick)
-        .properties(height=alt.Step(22), description=f"{title}: bars sorted by the size of their {value}")
+        # A fixed height rather than alt.Step: Streamlit sizes charts to fit, which Vega drops for a stepped height.
+        .properties(height=BAR_STEP * len(df), description=f"{title}: bars sorted by the size of their {value}")
     )
 
 
-def token_strip(df: pd.DataFrame, target_position: int | None = None, *, param: str = TOKEN) -> alt.Chart:
+def token_strip(df: pd.DataFrame, target_position: int | None = None, *, param: str = TOKEN) -> alt.TopLevelMixin:
     """One cell per prompt token, shaded by how strongly the chosen feature fires there; click a cell to select it.
 
     Cells all have the same size, so a token where the feature is silent is as easy to click as any; the
@@ -116,11 +146,11 @@ def token_strip(df: pd.DataFrame, target_position: int | None = None, *, param: 
     data = df.sort_values("position").copy()
     data["tick"] = [f"{p} {display_token(t)}" for p, t in zip(data["position"], data["token"], strict=True)]
     data["is_target"] = data["position"] == target_position
-    peak = float(data["activation"].max()) if len(data) else 0.0
+    peak = float(_numbers(data, "activation").max()) if len(data) else 0.0
     pick = alt.selection_point(name=param, fields=["position"], on="click", toggle=False)
     token_only = "slice(datum.value, indexof(datum.value, ' ') + 1)"
     # No y encoding: every cell spans the strip's full height. No legend: it would not fit beside the strip.
-    return (
+    return readable(
         alt.Chart(data)
         .mark_rect(cursor="pointer", cornerRadius=2)
         .encode(
@@ -147,13 +177,13 @@ def token_strip(df: pd.DataFrame, target_position: int | None = None, *, param: 
     )
 
 
-def method_scatter(df: pd.DataFrame) -> alt.LayerChart:
+def method_scatter(df: pd.DataFrame) -> alt.TopLevelMixin:
     """Estimated scores against activation-patching scores, one point per node and cheap method.
 
     Expects columns `label`, `exact`, `estimate`, `method`. Points on the grey diagonal are
     estimates that match the exact effect.
     """
-    both = pd.concat([df["exact"], df["estimate"]]) if len(df) else pd.Series([0.0])
+    both = np.concatenate([_numbers(df, "exact"), _numbers(df, "estimate")]) if len(df) else np.zeros(1)
     low, high = float(both.min()), float(both.max())
     if low == high:
         low, high = low - 1.0, high + 1.0
@@ -174,7 +204,8 @@ def method_scatter(df: pd.DataFrame) -> alt.LayerChart:
                 scale=alt.Scale(domain=methods, range=[METHOD_COLOURS.get(m, "#7f7f7f") for m in methods]),
                 legend=alt.Legend(title="estimate", orient="bottom"),
             ),
-            shape=alt.Shape("method:N", legend=None),
+            # The same legend as the colour's, so Vega merges the two into one (shapes tell methods apart in grey).
+            shape=alt.Shape("method:N", legend=alt.Legend(title="estimate", orient="bottom")),
             tooltip=[
                 alt.Tooltip("label:N", title="node"),
                 alt.Tooltip("method:N"),
@@ -183,8 +214,10 @@ def method_scatter(df: pd.DataFrame) -> alt.LayerChart:
             ],
         )
     )
-    return (diagonal + points).properties(
-        height=380, description="Each cheap method's score against the exact activation-patching score"
+    return readable(
+        (diagonal + points).properties(
+            height=380, description="Each cheap method's score against the exact activation-patching score"
+        )
     )
 
 
@@ -211,16 +244,20 @@ def graph_layout(nodes: pd.DataFrame, sae_order: list[str]) -> tuple[pd.DataFram
     out = nodes.copy()
     out["y"] = [sae_order.index(s) for s in out["sae"]]
     out["slot"] = out.groupby(["sae", "position"]).cumcount()
-    widths = out.groupby(["position", "sae"]).size().groupby(level="position").max().sort_index()
-    starts = widths.cumsum() - widths
-    out["x"] = out["position"].map(starts) + out["slot"] + 0.5
-    centres = {float(starts[p] + widths[p] / 2): int(p) for p in widths.index}
+    crowded: dict[int, int] = {}  # position -> the most nodes one SAE has there
+    for (position, _), count in Counter(zip(out["position"], out["sae"], strict=True)).items():
+        crowded[int(position)] = max(crowded.get(int(position), 0), count)
+    starts: dict[int, int] = {}
+    for position in sorted(crowded):
+        starts[position] = sum(crowded[p] for p in starts)
+    out["x"] = [starts[int(p)] + slot + 0.5 for p, slot in zip(out["position"], out["slot"], strict=True)]
+    centres = {float(starts[p] + crowded[p] / 2): p for p in sorted(crowded)}
     return out.drop(columns="slot"), centres
 
 
 def graph_chart(
     nodes: pd.DataFrame, edges: pd.DataFrame, sae_order: list[str], tokens: list[str], *, param: str = PICK
-) -> alt.LayerChart:
+) -> alt.TopLevelMixin:
     """A feature graph laid out by token position (x) and SAE in forward order (y, earliest at the bottom).
 
     `nodes` has the connectome's node columns (id, sae, kind, feature, position, token, activation,
@@ -230,9 +267,10 @@ def graph_chart(
     """
     placed, centres = graph_layout(nodes, sae_order)
     where = placed.set_index("id")[["x", "y"]]
-    lines = edges.join(where, on="source").join(where.rename(columns={"x": "x2", "y": "y2"}), on="target")
+    ends = pd.DataFrame({"x2": where["x"], "y2": where["y"]}, index=where.index)
+    lines = edges.join(where, on="source").join(ends, on="target")
     lines["strength"] = lines["score"].abs()
-    extent = _symmetric_extent(lines["score"])
+    extent = _symmetric_extent(_numbers(lines, "score"))
     rows = list(range(len(sae_order)))
     names = {format(c, "g"): f"{display_token(tokens[p])} @{p}" for c, p in centres.items()}
     x_axis = alt.Axis(
@@ -243,7 +281,7 @@ def graph_chart(
         title="token",
     )
     y_axis = alt.Axis(values=rows, labelExpr=f"{json.dumps(sae_order)}[datum.value]", title=None, grid=True)
-    x = alt.X("x:Q", axis=x_axis, scale=alt.Scale(domain=[0, float(placed["x"].max()) + 0.5]))
+    x = alt.X("x:Q", axis=x_axis, scale=alt.Scale(domain=[0, float(_numbers(placed, "x").max()) + 0.5]))
     y = alt.Y("y:Q", axis=y_axis, scale=alt.Scale(domain=[-0.5, len(rows) - 0.5]))
     edge_layer = (
         alt.Chart(lines)
@@ -301,19 +339,21 @@ def graph_chart(
         .mark_text(dy=-14, fontSize=10, color="#333333")
         .encode(x=x, y=y, text="caption:N")
     )
-    return (edge_layer + node_layer + captions).properties(
-        height=GRAPH_ROW * max(2, len(rows)),
-        description="Feature graph: nodes by token and SAE, edges coloured and sized by their score",
+    return readable(
+        (edge_layer + node_layer + captions).properties(
+            height=GRAPH_ROW * max(2, len(rows)),
+            description="Feature graph: nodes by token and SAE, edges coloured and sized by their score",
+        )
     )
 
 
-def cluster_map(df: pd.DataFrame, *, param: str = PICK) -> alt.Chart:
+def cluster_map(df: pd.DataFrame, *, param: str = PICK) -> alt.TopLevelMixin:
     """Features on a 2-D map of their connection profiles, coloured by cluster; click one to select it.
 
     Expects columns sae, feature, label, cluster, x, y, occurrences (the clustering's map frame).
     """
     pick = alt.selection_point(name=param, fields=["sae", "feature"], on="click", toggle=False)
-    return (
+    return readable(
         alt.Chart(df.assign(cluster=df["cluster"].astype(str)))
         .mark_point(filled=True, size=80, cursor="pointer")
         .encode(

@@ -1,0 +1,136 @@
+"""Charts and tables a user acts on: a click on a bar, a graph node, a map point, a table row or a
+neighbour button makes that feature the target; downloads give exactly the rows shown."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
+
+from feature_lens_app import charts, resources, state
+from feature_lens_app.markup import code, plain
+
+OPEN_FEATURE = "open_feature"
+NUMBER_FORMAT = {
+    "activation": st.column_config.NumberColumn(format="%.3f", help="How strongly the feature fires at its token"),
+    "score": st.column_config.NumberColumn(
+        format="%+.4f", help="How much the target changes when this node is switched off (positive: it pushes it up)"
+    ),
+}
+
+
+def target_text(view: state.ViewState, token: str | None = None) -> str:
+    """The target in words for headings (markdown; user text is escaped)."""
+    label = resources.label(view.model, view.sae, view.feature)
+    named = f", labelled *{plain(label)}*," if label else ""
+    at = f" at {plain(charts.display_token(token))}" if token is not None else ""
+    return f"the feature **#{view.feature}** of {code(view.sae)}{named} as it fires{at} (position {view.pos})"
+
+
+def labelled(frame: pd.DataFrame, model: str) -> pd.DataFrame:
+    """Ranking rows with readable bar labels."""
+    return charts.add_labels(frame, lambda sae, feature: resources.label(model, sae, feature))
+
+
+def _pick_target(key: str, param: str, position: int | None = None) -> bool:
+    """Chart-click callback: the clicked mark becomes the target, at its own position or else `position`.
+
+    Returns whether it did: nothing may be selected, and error nodes cannot be targets.
+    """
+    rows = charts.selected_rows(st.session_state.get(key), param)
+    if not rows:
+        return False
+    row = rows[0]
+    if row.get("kind") == "error" or int(row.get("feature", -1)) < 0:
+        st.toast("An error node is what the SAE fails to explain; it cannot be a target.", icon=":material/info:")
+        return False
+    state.set_target(str(row["sae"]), int(row["feature"]), int(row.get("position", position or 0)))
+    return True
+
+
+def open_clicked_feature(key: str, position: int | None = None) -> Callable[[], None]:
+    """Chart-click callback for graphs and maps: the clicked feature becomes the target (at the node's
+    position, or `position`) and `follow_to_feature` opens its Feature page on the rerun."""
+
+    def callback() -> None:
+        if _pick_target(key, charts.PICK, position):
+            st.session_state[OPEN_FEATURE] = True
+
+    return callback
+
+
+def follow_to_feature() -> None:
+    """Open the Feature page if a click asked for it (switching pages is not allowed inside a callback)."""
+    if st.session_state.pop(OPEN_FEATURE, False):
+        st.switch_page("pages/feature.py")
+
+
+def draw_chart(chart: alt.TopLevelMixin, where: DeltaGenerator | None = None, **options: Any) -> Any:
+    """Draw an Altair chart; `options` as for `st.vega_lite_chart` (key, on_select, width, height...).
+
+    `st.altair_chart` validates the chart against Vega-Lite's JSON schema on every run, about 0.06 s a
+    chart here, which a click pays once per chart on the page. Every builder in `feature_lens_app.charts`
+    is validated by the tests instead (tests/app/test_charts.py), so the spec is passed on as it is.
+    """
+    return (where or st).vega_lite_chart(spec=chart.to_dict(validate=False), **options)
+
+
+def ranking_chart(frame: pd.DataFrame, title: str, key: str, extent: float) -> None:
+    """A ranked bar chart on the colour scale ±`extent`; clicking a bar makes it the new target."""
+    if frame.empty:
+        st.info(f"{title}: nothing to rank. Add SAEs on this side of the target in the sidebar.")
+        return
+    draw_chart(
+        charts.ranked_bars(frame, title, extent=extent),
+        key=key,
+        on_select=lambda: _pick_target(key, charts.PICK),
+        selection_mode=charts.PICK,
+        width="stretch",
+    )
+
+
+def downloads(frame: pd.DataFrame, stem: str, key: str) -> None:
+    """CSV and JSON downloads of exactly the rows shown (a download does not rerun the page: nothing changed)."""
+    left, right = st.columns(2)
+    left.download_button(
+        "Download CSV",
+        frame.to_csv(index=False),
+        f"{stem}.csv",
+        "text/csv",
+        key=f"{key}_csv",
+        width="stretch",
+        on_click="ignore",
+        help="The rows of the table, as comma-separated values",
+    )
+    records = json.dumps(json.loads(frame.to_json(orient="records") or "[]"), indent=1)
+    right.download_button(
+        "Download JSON",
+        records,
+        f"{stem}.json",
+        "application/json",
+        key=f"{key}_json",
+        width="stretch",
+        on_click="ignore",
+        help="The rows of the table, as a JSON list of records",
+    )
+
+
+def neighbour_buttons(rows: pd.DataFrame, key: str) -> None:
+    """One button per ranked feature; clicking it makes that feature the target."""
+    if rows.empty:
+        st.caption("None: add SAEs on this side of the target in the sidebar.")
+        return
+    for index, row in enumerate(rows.to_dict("records")):
+        st.button(
+            f"{plain(str(row['label']))}  ({row['score']:+.3f})",
+            key=f"{key}_{index}",
+            on_click=state.set_target,
+            args=(str(row["sae"]), int(row["feature"]), int(row["position"])),
+            width="stretch",
+            help="Make this feature the target",
+        )

@@ -1,0 +1,156 @@
+"""The explorer as a person uses it, in chromium against `streamlit run`: Back and Forward walk the views a user
+saw, a shared deep link on a freshly started server has the full navigation, tabs say what they show, and the
+page asks nothing of any host but the app's own.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlencode, urlparse
+
+import pytest
+from playwright.sync_api import expect
+
+from feature_lens_app.examples import EXAMPLES
+from tests.streamlit_server import streamlit_server
+
+from . import helpers
+from .helpers import WAIT_MS
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+SETTLE_MS = 2500  # longer than the 1.5 s after which the app used to rewrite the address bar after Back
+
+
+def _target(page) -> tuple[str, str, str]:
+    query = helpers.params(page)
+    return query["sae"], query["feature"], query["pos"]
+
+
+def _sidebar_feature(page) -> str:
+    return page.get_by_test_id("stSidebar").get_by_label("Feature", exact=True).input_value()
+
+
+def _click_a_feature_bar(page) -> tuple[str, str, str]:
+    """Click the upstream bar of the latest layer that is a feature other than the target (so that the walk
+    has somewhere to go next); returns the new target."""
+    before = _target(page)
+    bars = helpers.bars(page, 1)
+    data = [helpers.datum(bars.nth(index).get_attribute("aria-label") or "") for index in range(bars.count())]
+    order = sorted(range(len(data)), key=lambda index: -int(data[index].get("layer", "0")))
+    for index in order:
+        datum = data[index]
+        target = (datum.get("SAE", ""), datum.get("feature", ""), datum.get("position", ""))
+        if datum.get("kind") == "feature" and target != before:
+            bars.nth(index).click()
+            page.wait_for_function(
+                "([f, p]) => { const q = new URL(location.href).searchParams;"
+                " return q.get('feature') === f && q.get('pos') === p; }",
+                arg=[target[1], target[2]],
+                timeout=WAIT_MS,
+            )
+            helpers.wait_idle(page)
+            helpers.bars(page, 1).first.wait_for(timeout=WAIT_MS)
+            return target
+    raise AssertionError("no feature bar to click")
+
+
+def _wait_for_target(page, target: tuple[str, str, str]) -> None:
+    page.wait_for_function(
+        "([s, f, p]) => { const q = new URL(location.href).searchParams;"
+        " return q.get('sae') === s && q.get('feature') === f && q.get('pos') === p; }",
+        arg=list(target),
+        timeout=WAIT_MS,
+    )
+    helpers.wait_idle(page)
+    page.wait_for_timeout(SETTLE_MS)
+    helpers.wait_idle(page)
+
+
+def test_back_and_forward_walk_three_bars_deep_and_back(page, server: str) -> None:
+    page.goto(server + "/")
+    helpers.wait_idle(page)
+    helpers.bars(page, 1).first.wait_for(timeout=WAIT_MS)
+    walk = [_target(page)]
+    for _ in range(3):
+        walk.append(_click_a_feature_bar(page))
+    assert len(set(walk)) == 4, walk
+    assert f"#{walk[-1][1]}" in page.title()  # the tab names the view
+
+    for earlier in reversed(walk[:-1]):
+        page.go_back()
+        _wait_for_target(page, earlier)
+        assert _target(page) == earlier  # still there after the app had time to rewrite it
+        assert _sidebar_feature(page) == earlier[1]  # the view followed the address bar
+        assert f"#{earlier[1]}" in page.title()
+    page.go_forward()
+    _wait_for_target(page, walk[1])
+    assert _sidebar_feature(page) == walk[1][1]
+
+    # The trail of recent targets returns to one in a click.
+    trail = page.get_by_test_id("stSidebar").get_by_role("button", name=re.compile(rf"#{walk[3][1]} @{walk[3][2]}"))
+    trail.first.click()
+    _wait_for_target(page, walk[3])
+
+
+def test_back_from_another_page_returns_to_it(page, server: str) -> None:
+    page.goto(server + "/")
+    helpers.wait_idle(page)
+    helpers.bars(page, 1).first.wait_for(timeout=WAIT_MS)
+    page.get_by_test_id("stTopNavLink").filter(has_text="How it works").click()
+    page.wait_for_function("() => location.pathname === '/how_it_works'", timeout=WAIT_MS)
+    helpers.wait_idle(page)
+    assert page.title().startswith("How it works")
+    page.go_back()
+    page.wait_for_function("() => location.pathname === '/'", timeout=WAIT_MS)
+    helpers.wait_idle(page)
+    helpers.bars(page, 1).first.wait_for(timeout=WAIT_MS)
+    page.wait_for_timeout(SETTLE_MS)
+    assert urlparse(page.url).path in ("", "/")
+    assert page.title().startswith("Explore")
+
+
+def test_a_deep_link_is_the_first_request_after_a_server_start(browser) -> None:
+    example = EXAMPLES[1]
+    query = urlencode(
+        {"prompt": example.prompt, "sae": example.sae, "feature": example.feature, "pos": example.position}
+    )
+    with streamlit_server() as fresh:
+        context = browser.new_context(viewport={"width": 1440, "height": 900})
+        try:
+            page = context.new_page()
+            page.goto(f"{fresh.url}/feature?{query}")
+            helpers.wait_idle(page)
+            page.get_by_text(f"Feature #{example.feature} of {example.sae}").first.wait_for(timeout=WAIT_MS)
+            links = page.get_by_test_id("stTopNavLink")
+            links.first.wait_for(timeout=WAIT_MS)
+            assert all(links.filter(has_text=name).count() == 1 for name in ("Explore", "Feature", "How it works"))
+            assert urlparse(page.url).path == "/feature"
+            assert helpers.params(page)["feature"] == str(example.feature)
+            feature = page.get_by_test_id("stSidebar").get_by_label("Feature", exact=True)
+            expect(feature).to_have_value(str(example.feature), timeout=WAIT_MS)
+            assert page.get_by_test_id("stSidebarNav").count() == 0  # no legacy list of files
+            assert page.get_by_test_id("stException").count() == 0
+        finally:
+            context.close()
+
+
+def test_no_request_leaves_the_server(browser, server: str) -> None:
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    hosts: set[str] = set()
+    context.on("request", lambda request: hosts.add(urlparse(request.url).netloc))
+    warnings: list[str] = []
+    try:
+        page = context.new_page()
+        page.on("console", lambda message: warnings.append(message.text) if message.type == "warning" else None)
+        page.goto(server + "/")
+        helpers.wait_idle(page)
+        helpers.bars(page, 2).first.wait_for(timeout=WAIT_MS)
+        page.get_by_test_id("stTopNavLink").filter(has_text="Circuit graph").click()
+        helpers.wait_idle(page)
+        page.get_by_test_id("stVegaLiteChart").nth(0).wait_for(timeout=WAIT_MS)
+        page.wait_for_timeout(1000)
+        assert page.get_by_text("Deploy", exact=True).count() == 0  # toolbarMode = "viewer"
+    finally:
+        context.close()
+    assert hosts <= {urlparse(server).netloc}, hosts
+    assert not [w for w in warnings if "vega" in w.lower() or "WARN" in w], warnings
