@@ -64,7 +64,7 @@ def _datum(label: str) -> dict[str, str]:
     return {k.strip(): v.strip() for k, v in re.findall(r"([^;:]+):\s*([^;]*)", label)}
 
 
-def _redraw_after(page: Page, click) -> dict[str, float]:  # noqa: ANN001
+def _redraw_after(page: Page, click) -> dict[str, float]:
     """Seconds from `click()` to the ranking charts redrawn, and how they divide (browser clock): until the
     script starts, the script's run on the server (until its last state change), then until the bars show."""
     before = _first_label(page)

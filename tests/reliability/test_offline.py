@@ -15,7 +15,7 @@ import time
 import pytest
 from huggingface_hub.utils import are_progress_bars_disabled
 
-from feature_lens_app import widgets
+from feature_lens_app import loading as app_loading
 from feature_lens_core import load_model, load_sae, loading
 from feature_lens_core.errors import FeatureLensError
 from tests.app.helpers import assert_healthy, charts, errors
@@ -116,7 +116,8 @@ def test_app_choosing_a_hub_model_fails_fast_and_offers_the_built_in_one(unreach
 def test_downloads_say_what_they_fetch() -> None:
     """Progress while online: the app's spinner names the hub model or SAE it is downloading (with elapsed time);
     Hugging Face's byte-level progress bars are left on for the CLI's stderr and the server's log."""
-    assert widgets.loading_text("toy") == "Loading the built-in model…"
-    assert f"model {HUB_MODEL}" in widgets.loading_text(HUB_MODEL) and "downloads" in widgets.loading_text(HUB_MODEL)
-    assert HUB_SAE in widgets.loading_text(HUB_MODEL, HUB_SAE)
+    assert app_loading.loading_text("toy") == "Loading the built-in model…"
+    hub_text = app_loading.loading_text(HUB_MODEL)
+    assert f"model {HUB_MODEL}" in hub_text and "downloads" in hub_text
+    assert HUB_SAE in app_loading.loading_text(HUB_MODEL, HUB_SAE)
     assert not are_progress_bars_disabled()
