@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from sae_lens import SAE
@@ -203,22 +204,25 @@ def _run(args: argparse.Namespace) -> None:
     if args.command == "batch":
         _batch(model, args)
         return
-    target = _target(args)
     frame = rank(
-        model,
-        _load_saes(args.model, args.saes, target),
-        args.prompt,
-        target,
-        direction=args.direction,
-        method=args.method,
-        baseline=args.baseline,
-        corrupt_prompt=args.corrupt_prompt,
-        candidates=args.candidates,
-        top_k=args.top_k,
+        *_request(model, args), direction=args.direction, **_shared(args), candidates=args.candidates, top_k=args.top_k
     )
     _write(frame, args.format)
     if frame.attrs.get("note"):
         sys.stderr.write(f"note: {frame.attrs['note']}\n")
+
+
+def _request(
+    model: HookedTransformer, args: argparse.Namespace
+) -> tuple[HookedTransformer, dict[str, SAE], str, Target]:
+    """What `rank` and `build_graph` take positionally, from the flags: model, SAEs, prompt and target."""
+    target = _target(args)
+    return model, _load_saes(args.model, args.saes, target), args.prompt, target
+
+
+def _shared(args: argparse.Namespace) -> dict[str, Any]:
+    """The options `rank` and `build_graph` share, from the flags."""
+    return {"method": args.method, "baseline": args.baseline, "corrupt_prompt": args.corrupt_prompt}
 
 
 def _load_saes(model_name: str, names_text: str, target: Target | str) -> dict[str, SAE]:
@@ -232,19 +236,13 @@ def _load_saes(model_name: str, names_text: str, target: Target | str) -> dict[s
 def _graph(model: HookedTransformer, args: argparse.Namespace) -> None:
     if args.format == "csv":
         raise FeatureLensError("A graph is two tables: use --format json or table.")
-    target = _target(args)
     found = connectome.build_graph(
-        model,
-        _load_saes(args.model, args.saes, target),
-        args.prompt,
-        target,
-        method=args.method,
+        *_request(model, args),
         direction=args.direction,
+        **_shared(args),
         hops=args.hops,
         threshold=args.threshold,
         node_budget=args.node_budget,
-        baseline=args.baseline,
-        corrupt_prompt=args.corrupt_prompt,
     )
     faith = found.faithfulness
     if args.format == "json":

@@ -32,12 +32,12 @@ from feature_lens_core.exclusive import exclusive
 from feature_lens_core.methods.nodes import (
     anchor_delta,
     downstream_allowed,
+    first_order_scores,
     source_nodes,
     target_nodes,
     target_value,
     token_strings,
     upstream_hooks,
-    upstream_nodes,
 )
 from feature_lens_core.methods.runner import batch_size, run, weights_frozen
 from feature_lens_core.methods.types import Anchor, Baseline, Nodes, Scored, Target
@@ -110,12 +110,11 @@ def upstream(
     with torch.no_grad():
         clean = run(model, tokens, capture=upstream_hooks(sources, target), stop_at=read)
         target_value(target, clean[read][0], token_strings(model, tokens))
-        return [
-            nodes.first_order(
-                mean_gradient(model, tokens, hooks.site(nodes.sae).write, total_delta(nodes, q + 1), target, steps)
-            )
-            for nodes in upstream_nodes(model, sources, target, baseline, clean)
-        ]
+
+        def along_path(nodes: Nodes) -> Tensor:
+            return mean_gradient(model, tokens, hooks.site(nodes.sae).write, total_delta(nodes, q + 1), target, steps)
+
+        return first_order_scores(model, sources, target, baseline, clean, along_path)
 
 
 def downstream(

@@ -36,14 +36,14 @@ from feature_lens_core.exclusive import exclusive
 from feature_lens_core.methods.nodes import (
     anchor_delta,
     downstream_allowed,
+    first_order_scores,
     target_nodes,
     target_value,
     token_strings,
     upstream_hooks,
-    upstream_nodes,
 )
 from feature_lens_core.methods.runner import Edit, run, weights_frozen
-from feature_lens_core.methods.types import Anchor, Baseline, Scored, Target
+from feature_lens_core.methods.types import Anchor, Baseline, Nodes, Scored, Target
 
 FROZEN = ("ln1.hook_scale", "ln2.hook_scale", "attn.hook_pattern")
 MEDIATING_KINDS = ("attn_z", "mlp_out", "transcoder")  # SAE kinds whose write hook is a whole block's output
@@ -97,11 +97,12 @@ def upstream(
         grads = torch.autograd.grad(g, [leaves[w] for w in writes], allow_unused=True)
     gradient = {w: torch.zeros_like(leaves[w]) if d is None else d for w, d in zip(writes, grads, strict=True)}
 
+    def at_write(nodes: Nodes) -> Tensor:
+        write = hooks.site(nodes.sae).write
+        return hooks.flat(gradient[write][0], write)
+
     with torch.no_grad():
-        return [
-            nodes.first_order(hooks.flat(gradient[hooks.site(nodes.sae).write][0], hooks.site(nodes.sae).write))
-            for nodes in upstream_nodes(model, sources, target, baseline, acts)
-        ]
+        return first_order_scores(model, sources, target, baseline, acts, at_write)
 
 
 def downstream(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -167,6 +167,18 @@ def upstream_nodes(
         allowed = reachable(where.write, read, q + 1, q, upstream=True, device=write_act.device)
         out.append(source_nodes(name, sae, read_act, write_act, base[name], allowed))
     return out
+
+
+def first_order_scores(
+    model: HookedTransformer,
+    sources: Mapping[str, SAE],
+    target: Target,
+    baseline: Baseline,
+    acts: Mapping[str, Tensor],
+    gradient: Callable[[Nodes], Float[Tensor, "pos d_write"]],
+) -> list[Scored]:
+    """Every upstream node scored -<delta, gradient(its SAE's nodes) at its position> (`Nodes.first_order`)."""
+    return [nodes.first_order(gradient(nodes)) for nodes in upstream_nodes(model, sources, target, baseline, acts)]
 
 
 def downstream_allowed(source: Anchor, read: str, n_pos: int, device: torch.device | str) -> Bool[Tensor, " pos"]:
