@@ -29,7 +29,7 @@ import feature_lens_core as flc
 from feature_lens_app import hosting, state
 from feature_lens_core import catalog, directions, feature_data, validation
 from feature_lens_core.exclusive import exclusive
-from feature_lens_core.loading import hub_reachable
+from feature_lens_core.loading import default_device, hub_reachable, offline_mode
 from feature_lens_core.options import BaselineKind, Direction, Method
 
 if TYPE_CHECKING:  # the app never touches a model's tensors; these name what the loaders return
@@ -147,10 +147,24 @@ def sae_options(model_name: str) -> list[str]:
 
 @st.cache_data(max_entries=1, show_spinner=False)
 def model_options() -> list[str]:
-    """Models offered in the picker: the built-in one first, then every hub model with SAE releases."""
+    """Models offered in the picker: the built-in one first, then every hub model with SAE releases (offline,
+    only those the local Hugging Face cache holds: nobody is offered a model that cannot load)."""
     allowed = hosting.limits().hub_models
     hub = [m for m in catalog.hub_models() if allowed is None or m in allowed]
+    if offline_mode():
+        hub = [m for m in hub if m in cached_models()]
     return [catalog.BUILTIN_MODEL, *hub]
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def cached_models() -> dict[str, int]:
+    """Hub models the local Hugging Face cache holds whole, and their bytes on disk (read again each minute)."""
+    return catalog.cached_models()
+
+
+def device() -> str:
+    """Where models load: FEATURE_LENS_DEVICE if set, else CUDA, else MPS, else the CPU."""
+    return str(default_device())
 
 
 @st.cache_data(ttl=60, show_spinner=False)

@@ -22,6 +22,12 @@ def model_title(model: str) -> str:
     return catalog.BUILTIN_MODEL_TITLE if model == catalog.BUILTIN_MODEL else model
 
 
+def _picker_title(model: str) -> str:
+    """A model as the picker lists it: hub models in the local cache say so, with their size."""
+    size = resources.cached_models().get(model)
+    return model_title(model) if size is None else f"{model_title(model)} (in the local cache, {size / 1e9:.2f} GB)"
+
+
 def _model_changed() -> None:
     """A new model keeps the prompt; SAEs start from the model's defaults and the target moves onto them."""
     ss = st.session_state
@@ -139,10 +145,12 @@ def sidebar() -> None:
             _with(resources.model_options(), ss["model"]),
             key="model",
             on_change=_model_changed,
-            format_func=model_title,
+            format_func=_picker_title,
             help="The language model under study. The built-in one is a small GPT-2-style model (3 layers) trained "
-            "on Shakespeare; it runs anywhere, offline. Hub models are downloaded on first use.",
+            "on Shakespeare; it runs anywhere, offline. Hub models are downloaded on first use; those already in "
+            "this machine's Hugging Face cache say so (offline, only they are listed).",
         )
+        st.caption(f"Runs on: {resources.device()}")
         if ss["model"] == catalog.BUILTIN_MODEL:
             st.selectbox(
                 "Examples",

@@ -72,7 +72,7 @@ def connection_profiles(
     if sae not in saes:
         raise FeatureLensError(f"SAE '{sae}' is not among the SAEs given ({', '.join(saes)}). Add it.")
     spec = FeatureSpec(sae, None, at, max_per_prompt)
-    sides = [s for s in SIDES if has_side(saes, FeatureRef(sae, 0, 0), s)]
+    sides: list[Direction] = [s for s in SIDES if has_side(saes, FeatureRef(sae, 0, 0), s)]
     if not sides:
         raise FeatureLensError(f"No SAE given is upstream or downstream of '{sae}': add SAEs of other layers.")
     runs, columns = {}, []

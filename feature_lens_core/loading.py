@@ -50,10 +50,15 @@ _hub_down_until = 0.0
 _offline_lock = threading.Lock()
 
 
+def offline_mode() -> bool:
+    """Whether HF_HUB_OFFLINE or FEATURE_LENS_OFFLINE says not to ask the hub (only the local cache is used)."""
+    return any(os.environ.get(flag, "0").strip().lower() not in ("", "0", "false", "no") for flag in OFFLINE_FLAGS)
+
+
 def hub_reachable(timeout: float = HUB_TIMEOUT_S) -> bool:
     """Whether the Hugging Face hub answers within `timeout` seconds (and offline mode is off)."""
     global _hub_down_until
-    if any(os.environ.get(flag, "0").strip().lower() not in ("", "0", "false", "no") for flag in OFFLINE_FLAGS):
+    if offline_mode():
         return False
     if time.monotonic() < _hub_down_until:
         return False
@@ -162,9 +167,7 @@ def _suggest(name: str, options: list[str]) -> str:
 
 @functools.cache
 def _builtin_model(device: str, dtype: torch.dtype) -> HookedTransformer:
-    model = load_model_folder(paths.MODEL_DIR, load_tokenizer(paths.TOKENIZER_DIR))
-    if device != "cpu":
-        model = model.to(device, print_details=False)
+    model = load_model_folder(paths.MODEL_DIR, load_tokenizer(paths.TOKENIZER_DIR), device=device)
     if dtype != torch.float32:
         model = model.to(dtype, print_details=False)
     return model.eval()

@@ -23,6 +23,7 @@ from feature_lens_core.zoo.tokenizer import load_tokenizer, save_tokenizer, trai
 
 STAGES = ("tokenizer", "model", "saes", "dashboards", "quality")
 VOCAB_SIZE = 4096
+BUILD_DEVICE = "cpu"  # the zoo is trained and measured on the CPU, where every stage is deterministic from --seed
 
 
 def encode_stream(texts: list[tuple[str, str]], tokenizer) -> torch.Tensor:
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     if "model" in stages:
         start = time.perf_counter()
         torch.manual_seed(args.seed)
-        model = build_model(MODEL_CONFIG, VOCAB_SIZE, tokenizer)
+        model = build_model(MODEL_CONFIG, VOCAB_SIZE, tokenizer, device=BUILD_DEVICE)
         bar = tqdm(total=args.model_steps, desc="model")
 
         def on_step(step: int, loss: float) -> None:
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
         bar.close()
         save_model(model, paths.MODEL_DIR)
         timings["model"] = time.perf_counter() - start
-    model = load_model_folder(paths.MODEL_DIR, tokenizer)
+    model = load_model_folder(paths.MODEL_DIR, tokenizer, device=BUILD_DEVICE)
 
     if "saes" in stages:
         from feature_lens_core.zoo.train_saes import train_all_saes

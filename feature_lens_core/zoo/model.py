@@ -29,9 +29,11 @@ MODEL_CONFIG = {
 }
 
 
-def build_model(config: dict[str, object], d_vocab: int, tokenizer: PreTrainedTokenizerBase) -> HookedTransformer:
-    """A randomly initialised GPT-2-style HookedTransformer with the local tokenizer."""
-    cfg = HookedTransformerConfig(**config, d_vocab=d_vocab, device="cpu")  # type: ignore[arg-type]
+def build_model(
+    config: dict[str, object], d_vocab: int, tokenizer: PreTrainedTokenizerBase, *, device: str | torch.device
+) -> HookedTransformer:
+    """A randomly initialised GPT-2-style HookedTransformer with the local tokenizer, on `device`."""
+    cfg = HookedTransformerConfig(**config, d_vocab=d_vocab, device=str(device))  # type: ignore[arg-type]
     return HookedTransformer(cfg, tokenizer=tokenizer)
 
 
@@ -95,12 +97,14 @@ def save_model(model: HookedTransformer, folder: Path) -> None:
     save_file(state, str(folder / "model.safetensors"))
 
 
-def load_model_folder(folder: Path, tokenizer: PreTrainedTokenizerBase) -> HookedTransformer:
-    """Rebuild the model from `config.json` and load its safetensors weights, in eval mode."""
+def load_model_folder(
+    folder: Path, tokenizer: PreTrainedTokenizerBase, *, device: str | torch.device
+) -> HookedTransformer:
+    """Rebuild the model from `config.json` and load its safetensors weights onto `device`, in eval mode."""
     config = json.loads((folder / "config.json").read_text())
     d_vocab = config.pop("d_vocab")
-    model = build_model(config, d_vocab, tokenizer)
-    model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=False)
+    model = build_model(config, d_vocab, tokenizer, device=device)
+    model.load_state_dict(load_file(str(folder / "model.safetensors"), device=str(device)), strict=False)
     return model.eval()
 
 
