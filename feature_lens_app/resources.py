@@ -145,10 +145,10 @@ def sae_options(model_name: str) -> list[str]:
     return flc.list_saes(model_name)
 
 
-@st.cache_data(max_entries=1, show_spinner=False)
 def model_options() -> list[str]:
     """Models offered in the picker: the built-in one first, then every hub model with SAE releases (offline,
-    only those the local Hugging Face cache holds: nobody is offered a model that cannot load)."""
+    only those the local Hugging Face cache holds: nobody is offered a model that cannot load). Not cached
+    itself: the directory is parsed once per process, and the cache's contents are re-read each minute."""
     allowed = hosting.limits().hub_models
     hub = [m for m in catalog.hub_models() if allowed is None or m in allowed]
     if offline_mode():

@@ -25,7 +25,10 @@ def model_title(model: str) -> str:
 def _picker_title(model: str) -> str:
     """A model as the picker lists it: hub models in the local cache say so, with their size."""
     size = resources.cached_models().get(model)
-    return model_title(model) if size is None else f"{model_title(model)} (in the local cache, {size / 1e9:.2f} GB)"
+    if size is None:
+        return model_title(model)
+    shown = f"{size / 1e9:.1f} GB" if size >= 1e9 else f"{max(size / 1e6, 0.1):.1f} MB"
+    return f"{model_title(model)} (in the local cache, {shown})"
 
 
 def _model_changed() -> None:

@@ -18,6 +18,7 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 from feature_lens_core import loading
 from feature_lens_core.zoo import paths
 from feature_lens_core.zoo.tokenizer import load_tokenizer
+from tests.app.conftest import _navigation_mode, open_app  # noqa: F401 (fixtures, reused as they are)
 from tests.hf_cache import HubCache, add_gemma_scope, add_gpt2, add_sae_lens_release
 
 GPT2_SAES = ["gpt2-small-res-jb/blocks.0.hook_resid_pre", "gpt2-small-res-jb/blocks.1.hook_resid_pre"]
