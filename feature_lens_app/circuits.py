@@ -35,7 +35,7 @@ def graph(
         resources.model(model_name),
         resources.saes(model_name, sae_names),
         prompt,
-        flc.FeatureRef.parse(target),
+        flc.parse_target(target),
         method=method,
         direction=direction,
         hops=hops,

@@ -28,6 +28,7 @@ from feature_lens_core.ranking import activations, rank
 from feature_lens_core.targets import FeatureRef, LogitDiffRef, LogitRef, Target
 
 FORMATS = ("json", "csv", "table")
+GRAPH_FORMATS = ("json", "table", "circuit-tracer")  # a graph is two tables, or circuit-tracer's graph file
 SAE_COLUMNS = ["name", "hook", "hook_out", "layer", "kind", "d_sae"]
 
 
@@ -58,10 +59,10 @@ def parser() -> argparse.ArgumentParser:
     main = _Parser(prog="python -m feature_lens_core", description="Rank SAE features that cause each other.")
     commands = main.add_subparsers(dest="command", required=True, metavar="{saes,activations,rank,graph,batch}")
 
-    def command(name: str, help: str) -> argparse.ArgumentParser:
+    def command(name: str, help: str, formats: tuple[str, ...] = FORMATS) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help, description=help)
         sub.add_argument("--model", required=True, help="'toy' (built-in) or a TransformerLens model name")
-        sub.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
+        sub.add_argument("--format", choices=formats, default="table", help="output format (default: table)")
         return sub
 
     command("saes", "List the model's SAEs: name, hook, hook_out, layer, kind, d_sae.")
@@ -83,7 +84,12 @@ def parser() -> argparse.ArgumentParser:
     )
     ranked.add_argument("--top-k", type=_positive, help="keep the N highest-ranked rows")
 
-    graph = command("graph", "Build the graph around one feature or logit, hop by hop, with its faithfulness.")
+    graph = command(
+        "graph",
+        "Build the graph around one feature or logit, hop by hop, with its faithfulness; `--format circuit-tracer` "
+        "writes circuit-tracer's graph-file JSON (its frontend and Neuronpedia's graph viewer read it).",
+        GRAPH_FORMATS,
+    )
     graph.add_argument("--prompt", required=True)
     _target_arguments(graph)
     graph.add_argument("--saes", required=True, help="comma-separated SAE names to expand through (NAME[,NAME...])")
@@ -234,8 +240,6 @@ def _load_saes(model_name: str, names_text: str, target: Target | str) -> dict[s
 
 
 def _graph(model: HookedTransformer, args: argparse.Namespace) -> None:
-    if args.format == "csv":
-        raise FeatureLensError("A graph is two tables: use --format json or table.")
     found = connectome.build_graph(
         *_request(model, args),
         direction=args.direction,
@@ -244,6 +248,9 @@ def _graph(model: HookedTransformer, args: argparse.Namespace) -> None:
         threshold=args.threshold,
         node_budget=args.node_budget,
     )
+    if args.format == "circuit-tracer":
+        sys.stdout.write(found.to_circuit_tracer_json() + "\n")
+        return
     faith = found.faithfulness
     if args.format == "json":
         score = None if faith is None or math.isnan(faith.score) else faith.score

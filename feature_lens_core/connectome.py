@@ -16,9 +16,11 @@ same hook are applied in the order given).
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -31,6 +33,7 @@ from transformer_lens import HookedTransformer
 from feature_lens_core import feature_data, hooks, validation
 from feature_lens_core.errors import FeatureLensError
 from feature_lens_core.exclusive import exclusive
+from feature_lens_core.files import write_atomically
 from feature_lens_core.methods.runner import run
 from feature_lens_core.methods.types import Anchor, BaselineValues, LogitAnchor
 from feature_lens_core.options import (
@@ -84,6 +87,19 @@ class Graph:
     edges: pd.DataFrame
     target: str
     faithfulness: Faithfulness | None
+    prompt: str = ""
+    tokens: tuple[str, ...] = ()
+    model: str = ""
+
+    def to_circuit_tracer_json(self, path: str | Path | None = None, *, slug: str | None = None) -> str:
+        """The graph in the graph-file JSON that circuit-tracer's frontend and Neuronpedia's graph viewer read
+        (see `export.circuit_tracer_graph`); written atomically to `path` if given. Returns the JSON text."""
+        from feature_lens_core.export import circuit_tracer_graph
+
+        text = json.dumps(circuit_tracer_graph(self, slug=slug), ensure_ascii=False, allow_nan=False)
+        if path is not None:
+            write_atomically(path, lambda temporary: Path(temporary).write_text(text, encoding="utf-8"))
+        return text
 
 
 def _target_node(
@@ -345,4 +361,5 @@ def build_graph(
     faith = None
     if direction != "downstream":
         faith = faithfulness(model, saes, prompt, target, node_frame, baseline=baseline, corrupt_prompt=corrupt_prompt)
-    return Graph(node_frame, edge_frame, start["id"], faith)
+    str_tokens = tuple(str(t) for t in model.to_str_tokens(tokens[0]))
+    return Graph(node_frame, edge_frame, start["id"], faith, prompt, str_tokens, model.cfg.model_name)
