@@ -40,9 +40,11 @@ LOGIT_TYPE = "logit"
 
 def _rows(graph: Graph) -> list[str]:
     """The graph's SAEs in forward order (by the hook each reads), logits excluded."""
-    features = graph.nodes[graph.nodes.kind != LOGIT_TYPE]
-    first_hook = features.groupby("sae", sort=False)["hook"].first()
-    return sorted(first_hook.index, key=lambda name: (hooks.order(first_hook[name]), name))
+    read_hook: dict[str, str] = {}
+    for node in graph.nodes.to_dict("records"):
+        if node["kind"] != LOGIT_TYPE:
+            read_hook.setdefault(str(node["sae"]), str(node["hook"]))
+    return sorted(read_hook, key=lambda name: (hooks.order(read_hook[name]), name))
 
 
 def _slug(text: str) -> str:
@@ -55,11 +57,11 @@ def circuit_tracer_graph(graph: Graph, *, slug: str | None = None) -> dict[str, 
     row_of = {name: row for row, name in enumerate(rows)}
     ids: dict[str, str] = {}
     nodes = []
-    for node in graph.nodes.itertuples(index=False):
-        position, feature = int(node.position), int(node.feature)
-        activation = float(node.activation) if math.isfinite(float(node.activation)) else None
+    for node in graph.nodes.to_dict("records"):
+        position, feature = int(node["position"]), int(node["feature"])
+        activation = float(node["activation"]) if math.isfinite(float(node["activation"])) else None
         base = {"ctx_idx": position, "run_idx": 0, "reverse_ctx_idx": 0, "influence": None, "activation": activation}
-        if node.kind == LOGIT_TYPE:
+        if node["kind"] == LOGIT_TYPE:
             layer = str(len(rows) + 1)
             node_id = f"{layer}_{feature}_{position}"
             entry = base | {
@@ -70,10 +72,10 @@ def circuit_tracer_graph(graph: Graph, *, slug: str | None = None) -> dict[str, 
                 "feature_type": LOGIT_TYPE,
                 "token_prob": 0.0,
                 "is_target_logit": True,
-                "clerp": f"Output {node.label}",
+                "clerp": f"Output {node['label']}",
             }
-        elif node.kind == "error":
-            row = row_of[node.sae]
+        elif node["kind"] == "error":
+            row = row_of[node["sae"]]
             node_id = f"0_{row}_{position}"
             entry = base | {
                 "node_id": node_id,
@@ -81,10 +83,10 @@ def circuit_tracer_graph(graph: Graph, *, slug: str | None = None) -> dict[str, 
                 "feature": -1,
                 "layer": str(row),
                 "feature_type": ERROR_TYPE,
-                "clerp": f"{node.sae} error",
+                "clerp": f"{node['sae']} error",
             }
         else:
-            row = row_of[node.sae]
+            row = row_of[node["sae"]]
             node_id = f"{row}_{feature}_{position}"
             entry = base | {
                 "node_id": node_id,
@@ -92,15 +94,15 @@ def circuit_tracer_graph(graph: Graph, *, slug: str | None = None) -> dict[str, 
                 "feature": (row + feature) * (row + feature + 1) // 2 + feature,  # Cantor pairing, as circuit-tracer
                 "layer": str(row),
                 "feature_type": FEATURE_TYPE,
-                "clerp": f"{node.sae} #{feature}" + (f": {node.label}" if node.label else ""),
+                "clerp": f"{node['sae']} #{feature}" + (f": {node['label']}" if node["label"] else ""),
             }
         entry.setdefault("token_prob", 0.0)
         entry.setdefault("is_target_logit", False)
-        ids[str(node.id)] = node_id
+        ids[str(node["id"])] = node_id
         nodes.append(entry)
     links = [
-        {"source": ids[str(edge.source)], "target": ids[str(edge.target)], "weight": float(edge.score)}
-        for edge in graph.edges.itertuples(index=False)
+        {"source": ids[str(edge["source"])], "target": ids[str(edge["target"])], "weight": float(edge["score"])}
+        for edge in graph.edges.to_dict("records")
     ]
     metadata = {
         "slug": slug or _slug(graph.prompt),

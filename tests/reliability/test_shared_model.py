@@ -31,11 +31,22 @@ def _jobs() -> list[Callable[[], object]]:
         for method in sorted(METHODS):
             candidates = 16 if method == "activation" else None
             for direction in DIRECTIONS:
-                jobs.append(partial(flc.rank, model, saes, ex.prompt, target, direction, method, candidates=candidates))
+                jobs.append(
+                    partial(
+                        flc.rank,
+                        model,
+                        saes,
+                        ex.prompt,
+                        target,
+                        direction=direction,
+                        method=method,
+                        candidates=candidates,
+                    )
+                )
         jobs.append(partial(flc.activations, model, saes[ex.sae], ex.prompt))
         jobs.append(partial(feature_data.feature_card, model, saes[ex.sae], ex.feature))
         silent = flc.FeatureRef(ex.sae, 0 if ex.feature else 1, 0)  # BOS: nothing fires there
-        jobs.append(partial(flc.rank, model, saes, ex.prompt, silent, "upstream", "attribution"))
+        jobs.append(partial(flc.rank, model, saes, ex.prompt, silent, direction="upstream", method="attribution"))
     return jobs
 
 
