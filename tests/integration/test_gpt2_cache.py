@@ -23,8 +23,8 @@ import feature_lens_core as flc
 from feature_lens_core import catalog
 from feature_lens_core.connectome import build_graph
 from feature_lens_core.options import METHODS
+from tests.fixtures.hub import GPT2_D_MODEL, GPT2_D_SAE, GPT2_SAES, point_at
 from tests.hf_cache import HubCache, add_gpt2, add_sae_lens_release
-from tests.hub.conftest import GPT2_D_MODEL, GPT2_D_SAE, GPT2_SAES, point_at
 
 pytestmark = pytest.mark.integration
 PROMPT = "The quick brown fox jumps over the lazy dog."

@@ -1,6 +1,6 @@
 """Bad input through a real browser and `streamlit run`: a mangled shared link, and a prompt full of markup.
 
-AppTest (tests/reliability/test_matrix.py) sees the HTML and markdown the app sends; these check what
+AppTest (tests/integration/test_matrix.py) sees the HTML and markdown the app sends; these check what
 chromium makes of them.
 """
 
@@ -13,8 +13,7 @@ import pytest
 import feature_lens_core as flc
 from feature_lens_app.examples import EXAMPLES
 from tests.browser import helpers
-
-from .common import MARKUP
+from tests.checks import MARKUP
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 EX = EXAMPLES[0]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CORE = ROOT / "feature_lens_core"
 # What a page may not import: tensors and the core's internals belong behind the public API.
 PAGE_BANS = ("torch", "feature_lens_core.methods", "feature_lens_core.hooks", "feature_lens_core.exclusive")

@@ -10,7 +10,7 @@ import torch
 import feature_lens_core as flc
 from feature_lens_core import loading
 from feature_lens_core.errors import FeatureLensError
-from tests.hub.conftest import GPT2_SAES
+from tests.fixtures.hub import GPT2_SAES
 
 pytestmark = pytest.mark.integration
 

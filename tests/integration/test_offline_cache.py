@@ -17,8 +17,8 @@ from huggingface_hub import constants, scan_cache_dir
 import feature_lens_core as flc
 from feature_lens_core import catalog, loading
 from feature_lens_core.errors import FeatureLensError
+from tests.fixtures.hub import GPT2_SAES, point_at
 from tests.hf_cache import HubCache, add_gpt2
-from tests.hub.conftest import GPT2_SAES, point_at
 
 pytestmark = pytest.mark.integration
 AT_ONCE_S = 1.0  # the work one failure may cost (process CPU time, which other jobs on the machine do not inflate)

@@ -22,7 +22,7 @@ import feature_lens_core as flc
 from feature_lens_core import catalog, hooks
 from feature_lens_core.connectome import build_graph
 from feature_lens_core.options import METHODS
-from tests.hub.conftest import GEMMA_SAES, point_at
+from tests.fixtures.hub import GEMMA_SAES, point_at
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 PROMPT = "To be, or not to be."

@@ -18,7 +18,6 @@ from feature_lens_core.batch import (
 )
 from feature_lens_core.errors import FeatureLensError
 from feature_lens_core.ranking import FeatureRef, activations, rank
-from tests.core.test_cli import tiny_cli  # noqa: F401  (a fixture: the CLI against the tiny model)
 from tests.helpers import PROMPT, PROMPTS, TEXTS
 
 pytestmark = pytest.mark.unit
@@ -161,7 +160,7 @@ def test_prompt_sources(tmp_path):
         held_out_prompts(10_000, length=100)
 
 
-def test_cli_batch_writes_the_edges_as_parquet(tiny_cli, model, saes, tmp_path, capsys):  # noqa: F811
+def test_cli_batch_writes_the_edges_as_parquet(tiny_cli, model, saes, tmp_path, capsys):
     (tmp_path / "prompts.txt").write_text("\n".join(PROMPTS), encoding="utf-8")
     out, per_prompt = tmp_path / "edges.parquet", tmp_path / "per_prompt.parquet"
     argv = ["batch", "--model", "tiny", "--prompts", str(tmp_path / "prompts.txt"), "--feature", "L1.resid_pre"]
@@ -189,7 +188,7 @@ def test_cli_batch_writes_the_edges_as_parquet(tiny_cli, model, saes, tmp_path, 
         (["--out", "e.parquet", "--prompts", "missing.txt"], "not allowed with argument --held-out"),
     ],
 )
-def test_cli_batch_bad_input_is_one_line(tiny_cli, capsys, extra, message):  # noqa: F811
+def test_cli_batch_bad_input_is_one_line(tiny_cli, capsys, extra, message):
     argv = ["batch", "--model", "tiny", "--held-out", "2", "--feature", "L1.resid_pre:3", "--saes", "L0.attn_z"]
     argv += ["--direction", "upstream", "--method", "direct", *extra]
     assert tiny_cli(argv) == 2
@@ -197,7 +196,7 @@ def test_cli_batch_bad_input_is_one_line(tiny_cli, capsys, extra, message):  # n
     assert err.count("\n") == 1 and message in err
 
 
-def test_cli_graph_json(tiny_cli, model, saes, capsys):  # noqa: F811
+def test_cli_graph_json(tiny_cli, model, saes, capsys):
     acts = activations(model, saes["L2.resid_pre"], PROMPT)
     feature = int(acts[acts.position == 9].iloc[0].feature)
     argv = ["graph", "--model", "tiny", "--prompt", PROMPT, "--feature", f"L2.resid_pre:{feature}@9"]

@@ -1,6 +1,6 @@
 """The app's shared built-in model under concurrent use: threads doing what visitors' sessions do (rankings by
 every method, activations, dashboards, and requests that fail mid-pass) get what they get alone, and no hook
-is left on the model afterwards. The tiny-model version of this is tests/core/test_ranking.py."""
+is left on the model afterwards. The tiny-model version of this is tests/unit/test_ranking.py."""
 
 from __future__ import annotations
 
@@ -16,8 +16,7 @@ from feature_lens_app.examples import DEFAULT_SAES, EXAMPLES
 from feature_lens_core import feature_data
 from feature_lens_core.errors import FeatureLensError
 from feature_lens_core.options import DIRECTIONS, METHODS
-
-from .common import assert_no_hooks
+from tests.checks import assert_no_hooks
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -21,8 +21,7 @@ from feature_lens_app.examples import DEFAULT_SAES, EXAMPLES
 from feature_lens_core.errors import FeatureLensError
 from feature_lens_core.ranking import COLUMNS
 from tests.app.helpers import assert_healthy, charts, errors
-
-from .common import MARKUP
+from tests.checks import MARKUP
 
 EX = EXAMPLES[0]
 DOC = Path(__file__).resolve().parents[2] / "docs" / "reliability.md"

@@ -14,8 +14,7 @@ import feature_lens_core as flc
 from feature_lens_core.errors import FeatureLensError
 from feature_lens_core.options import DIRECTIONS, METHODS
 from feature_lens_core.ranking import COLUMNS
-
-from .common import assert_no_hooks
+from tests.checks import assert_no_hooks
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 NAMES = flc.list_saes("toy")

@@ -13,30 +13,8 @@ import sys
 import pandas as pd
 import pytest
 
-from feature_lens_core import cli, loading
-from feature_lens_core.errors import FeatureLensError
 from feature_lens_core.ranking import COLUMNS, activations
 from tests.helpers import PROMPT
-
-
-@pytest.fixture
-def tiny_cli(model, saes, monkeypatch):
-    """`cli.main` against the tiny model, registered under the name 'tiny'."""
-
-    def load_model(name):
-        if name != "tiny":
-            raise FeatureLensError(f"Unknown model '{name}'. Use 'tiny'.")
-        return model
-
-    def load_sae(model_name, name):
-        if name not in saes:
-            raise FeatureLensError(f"Unknown SAE '{name}' for model '{model_name}'.")
-        return saes[name]
-
-    monkeypatch.setattr(loading, "load_model", load_model)
-    monkeypatch.setattr(loading, "load_sae", load_sae)
-    monkeypatch.setattr(loading, "list_saes", lambda name: list(saes) if name == "tiny" else [])
-    return cli.main
 
 
 def target(model, saes, name="L2.resid_pre", position=9, prompt=PROMPT):
