@@ -21,6 +21,7 @@ from contextlib import contextmanager
 import numpy as np
 import streamlit as st
 from PIL import Image
+from streamlit.delta_generator import DeltaGenerator
 from streamlit.runtime.scriptrunner_utils.exceptions import RerunException, StopException
 
 from feature_lens_app import boundary, resources, sidebar, state
@@ -61,9 +62,22 @@ _PAGES = (
 
 
 def navigation() -> st.Page:
-    """Declare the app's pages (a bar at the top) and return the one the URL asks for."""
+    """Declare the app's pages and return the one the URL asks for; `_links` draws the bar that switches them.
+
+    Streamlit's own bar (`position="top"`) clears the query string on a switch, so the switch is two history
+    entries (`/how_it_works`, then `/how_it_works?<view>` once the page rewrote its URL) and Back lands on the
+    bare one, whose run rewrites the URL again: Back never leaves the page. `st.page_link` with the view's query
+    parameters switches in one entry, and each link is a real link that opens the same view in a new tab.
+    """
     pages = [st.Page(path, title=title, default=index == 0) for index, (path, title, _) in enumerate(_PAGES)]
-    return st.navigation(pages, position="top")
+    return st.navigation(pages, position="hidden")
+
+
+def _links(view: state.ViewState) -> None:
+    """The bar of pages at the top, each link carrying the current view."""
+    params = state.to_params(view)
+    for path, title, _ in _PAGES:
+        st.page_link(path, label=title, query_params=params)
 
 
 def run() -> None:
@@ -98,14 +112,18 @@ def _open(page: str) -> state.ViewState:
     return view
 
 
-def _close() -> None:
-    """The sidebar's controls, then the URL: both reflect the widgets' values at the end of the run."""
-    sidebar.sidebar()
-    view = state.current()
-    state.remember(view)
-    sidebar.trail(view)
-    state.write_url(view)
-    sidebar.share_link(view)
+def _close(slot: DeltaGenerator, bar: DeltaGenerator) -> None:
+    """The sidebar's controls, then the URL and the page links: all reflect the widgets' values at the end of
+    the run."""
+    with slot:
+        sidebar.sidebar()
+        view = state.current()
+        state.remember(view)
+        sidebar.trail(view)
+        state.write_url(view)
+        sidebar.share_link(view)
+    with bar:
+        _links(view)
 
 
 @contextmanager
@@ -117,6 +135,7 @@ def framed(page: str) -> Iterator[state.ViewState]:
     widgets are drawn), and its charts appear without waiting for the sidebar's option lists (SAE-Lens's
     directory of hub models takes about a second to read on a cold start).
     """
+    bar = st.container(horizontal=True, gap="small")
     slot = st.sidebar.container()
     _run.view = _open(page)
     try:
@@ -125,12 +144,10 @@ def framed(page: str) -> Iterator[state.ViewState]:
     except (StopException, RerunException):
         raise  # Streamlit's own control flow: this run is over, the next one draws everything
     except Exception:
-        with slot:
-            _close()  # a page that failed still leaves the user their controls
+        _close(slot, bar)  # a page that failed still leaves the user their controls
         raise
     else:
-        with slot:
-            _close()
+        _close(slot, bar)
     finally:
         _run.view = None
 
