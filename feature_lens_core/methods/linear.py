@@ -23,11 +23,12 @@ directional derivative comes out of that one pass.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
 import torch.autograd.forward_ad as fwad
 from sae_lens import SAE
+from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
@@ -65,19 +66,25 @@ def covered_blocks(saes: Iterable[SAE]) -> set[str]:
     return {hooks.site(sae).write for sae in saes if hooks.site(sae).kind in MEDIATING_KINDS}
 
 
-def upstream(
+def target_gradients(
     model: HookedTransformer,
-    tokens: Tensor,
+    tokens: Int[Tensor, "1 pos"],
     sources: Mapping[str, SAE],
-    target: Target,
-    baseline: Baseline,
+    targets: Sequence[Target],
     *,
     frozen: bool,
-) -> list[Scored]:
-    """First-order scores of every node of every source SAE on the target: one forward, one backward."""
-    q = target.position
-    tokens = tokens[:, : q + 1]
-    read = target.read
+    value: Callable[[Float[Tensor, "batch pos ..."]], Float[Tensor, " batch"]],
+) -> tuple[dict[str, Tensor], dict[str, Float[Tensor, "batch pos d_write"]]]:
+    """The derivative of each target at every source write hook, one batch row per target: one forward, one
+    backward.
+
+    The targets share one read hook; the prompt runs once per target (rows are independent, so the gradient of
+    the sum of `value(acts at the read hook)` gives each row its own target's derivative). Returns the
+    captured activations (row 0 is the clean run) and, per source write hook, the gradient [batch, pos, d_write]
+    (zeros where the target does not depend on it).
+    """
+    read = targets[0].read
+    rows = len(targets)
     writes = sorted({hooks.site(sae).write for sae in sources.values()})
     covered = covered_blocks(sources.values()) if frozen else set()
     leaves: dict[str, Tensor] = {}
@@ -91,11 +98,32 @@ def upstream(
 
     edits: dict[str, Edit] = {hook: held for hook in frozen_hooks(model)} if frozen else {}
     edits |= {w: leaf_at(w) for w in writes}
-    with exclusive(), weights_frozen(model, *target.modules), torch.enable_grad():
-        acts = run(model, tokens, capture=upstream_hooks(sources, target), stop_at=read, edits=edits)
-        g = target_value(target, acts[read][0], token_strings(model, tokens), frozen_norm=frozen)
-        grads = torch.autograd.grad(g, [leaves[w] for w in writes], allow_unused=True)
+    modules = {id(m): m for target in targets for m in target.modules}
+    with exclusive(), weights_frozen(model, *modules.values()), torch.enable_grad():
+        capture = upstream_hooks(sources, targets[0])
+        acts = run(model, tokens.expand(rows, -1), capture=capture, stop_at=read, edits=edits)
+        grads = torch.autograd.grad(value(acts[read]).sum(), [leaves[w] for w in writes], allow_unused=True)
     gradient = {w: torch.zeros_like(leaves[w]) if d is None else d for w, d in zip(writes, grads, strict=True)}
+    return acts, gradient
+
+
+def upstream(
+    model: HookedTransformer,
+    tokens: Tensor,
+    sources: Mapping[str, SAE],
+    target: Target,
+    baseline: Baseline,
+    *,
+    frozen: bool,
+) -> list[Scored]:
+    """First-order scores of every node of every source SAE on the target: one forward, one backward."""
+    tokens = tokens[:, : target.position + 1]
+    strings = token_strings(model, tokens)
+
+    def value(read_act: Tensor) -> Tensor:
+        return target_value(target, read_act[0], strings, frozen_norm=frozen)[None]
+
+    acts, gradient = target_gradients(model, tokens, sources, [target], frozen=frozen, value=value)
 
     def at_write(nodes: Nodes) -> Tensor:
         write = hooks.site(nodes.sae).write
