@@ -21,6 +21,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -48,6 +49,9 @@ from feature_lens_core.options import (
 from feature_lens_core.ranking import activations, anchor_of, has_side, other_side, rank
 from feature_lens_core.targets import FeatureRef, LogitDiffRef, Target, node_id
 from feature_lens_core.validation import prompt_tokens
+
+if TYPE_CHECKING:
+    from feature_lens_core.attribution_graph import GraphScores
 
 RANK_FIELDS = ["sae", "hook", "layer", "kind", "feature", "position", "token", "activation"]
 NODE_COLUMNS = ["id", *RANK_FIELDS, "label", "hop", "side"]
@@ -80,7 +84,8 @@ class Graph:
 
     An edge's score is rank's score of its source on its target (target(clean) - target(source
     ablated)); `hop` is the expansion step that found it. `faithfulness` covers the upstream nodes
-    (None for a downstream-only graph).
+    (None for a downstream-only graph). A whole-prompt graph (`attribution_graph.attribution_graph`) also has
+    circuit-tracer's replacement and completeness `scores`, of the full graph and of the pruned one it keeps.
     """
 
     nodes: pd.DataFrame
@@ -90,6 +95,8 @@ class Graph:
     prompt: str = ""
     tokens: tuple[str, ...] = ()
     model: str = ""
+    scores: GraphScores | None = None
+    pruned_scores: GraphScores | None = None
 
     def to_circuit_tracer_json(self, path: str | Path | None = None, *, slug: str | None = None) -> str:
         """The graph in the graph-file JSON that circuit-tracer's frontend and Neuronpedia's graph viewer read

@@ -5,8 +5,8 @@ The layout follows circuit-tracer 0.5.0's `frontend/graph_models.py` (`Model`, `
 feature-lens graph can hold several SAEs per layer (attention, MLP, residual), so each SAE of the graph
 gets its own row of the viewer, in forward order, and `metadata.transcoder_list` names them in that order
 (row r is `transcoder_list[r]`). Feature nodes are `"{row}_{feature}_{position}"`, error nodes
-`"0_{row}_{position}"`, a logit target `"{rows + 1}_{token id}_{position}"` (circuit-tracer's layer for
-logits is one past the last). Labels go to `clerp`; `activation` is the node's activation (a logit target's
+`"0_{row}_{position}"`, token-embedding nodes `"E_{token id}_{position}"` (layer "E"), a logit target
+`"{rows + 1}_{token id}_{position}"` (circuit-tracer's layer for logits is one past the last). Labels go to `clerp`; `activation` is the node's activation (a logit target's
 centred logit).
 
 >>> import pandas as pd
@@ -36,13 +36,14 @@ SCHEMA_VERSION = 1
 FEATURE_TYPE = "cross layer transcoder"  # the type circuit-tracer's frontend draws as a feature node
 ERROR_TYPE = "mlp reconstruction error"
 LOGIT_TYPE = "logit"
+TOKEN_TYPE = "embedding"
 
 
 def _rows(graph: Graph) -> list[str]:
     """The graph's SAEs in forward order (by the hook each reads), logits excluded."""
     read_hook: dict[str, str] = {}
     for node in graph.nodes.to_dict("records"):
-        if node["kind"] != LOGIT_TYPE:
+        if node["kind"] not in (LOGIT_TYPE, "token"):
             read_hook.setdefault(str(node["sae"]), str(node["hook"]))
     return sorted(read_hook, key=lambda name: (hooks.order(read_hook[name]), name))
 
@@ -73,6 +74,16 @@ def circuit_tracer_graph(graph: Graph, *, slug: str | None = None) -> dict[str, 
                 "token_prob": 0.0,
                 "is_target_logit": True,
                 "clerp": f"Output {node['label']}",
+            }
+        elif node["kind"] == "token":
+            node_id = f"E_{feature}_{position}"
+            entry = base | {
+                "node_id": node_id,
+                "jsNodeId": f"E_{feature}-{position}",
+                "feature": position,
+                "layer": "E",
+                "feature_type": TOKEN_TYPE,
+                "clerp": str(node["label"]),
             }
         elif node["kind"] == "error":
             row = row_of[node["sae"]]

@@ -70,6 +70,13 @@ def non_negative(value: object, what: str) -> float | None:
     return float(value)
 
 
+def fraction(value: object, what: str) -> float:
+    """`value` as a number from 0 to 1 (a share of a total, such as a cumulative influence threshold)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise FeatureLensError(f"{what} must be a number from 0 to 1 (got {value!r}).")
+    return float(value)
+
+
 def prompt_tokens(model: HookedTransformer, prompt: object, what: str = "prompt") -> Int[Tensor, "1 pos"]:
     """The prompt as the model tokenizes it by default; refuses empty prompts and ones over n_ctx tokens."""
     if not isinstance(prompt, str):

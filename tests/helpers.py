@@ -261,7 +261,33 @@ def frozen_derivative(
     added after that. Everything else, the MLPs included, is the model's own computation."""
     clean = cache_of(model, prompt)
     change = node_change(source, clean, position, feature)
-    write = write_hook(source)
+    return frozen_change(
+        model,
+        prompt,
+        write_hook(source),
+        position,
+        change,
+        target.cfg.metadata.hook_name,
+        lambda x: float(target.encode(x[0, q])[g]),
+        covered,
+        eps,
+    )
+
+
+def frozen_change(
+    model: HookedTransformer,
+    prompt: str,
+    write: str,
+    position: int,
+    change: torch.Tensor,
+    read: str,
+    readout,
+    covered: set[str],
+    eps: float = 1e-5,
+) -> float:
+    """-d/dt readout(activation at `read`) when t * `change` is added at `write`, `position`, in the frozen runs
+    `frozen_derivative` describes (any write hook, `hook_embed` included; any readout)."""
+    clean = cache_of(model, prompt)
     frozen = [name for name in clean if name.endswith(("hook_pattern", "hook_scale"))] + sorted(covered)
 
     def value(t: float) -> float:
@@ -279,10 +305,10 @@ def frozen_derivative(
         seen = {}
         fwd = [(name, replace) for name in frozen]
         fwd += [] if write in frozen else [(write, add)]
-        fwd += [(target.cfg.metadata.hook_name, lambda act, hook: seen.setdefault("x", act))]
+        fwd += [(read, lambda act, hook: seen.setdefault("x", act))]
         with torch.no_grad():
             model.run_with_hooks(model.to_tokens(prompt), return_type=None, fwd_hooks=fwd)
-        return float(target.encode(seen["x"][0, q])[g])
+            return float(readout(seen["x"]))
 
     return -(value(eps) - value(-eps)) / (2 * eps)
 

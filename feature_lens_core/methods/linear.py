@@ -23,12 +23,12 @@ directional derivative comes out of that one pass.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 
 import torch
 import torch.autograd.forward_ad as fwad
-from sae_lens import SAE
 from jaxtyping import Float, Int
+from sae_lens import SAE
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
@@ -74,18 +74,20 @@ def target_gradients(
     *,
     frozen: bool,
     value: Callable[[Float[Tensor, "batch pos ..."]], Float[Tensor, " batch"]],
+    also: Collection[str] = (),
 ) -> tuple[dict[str, Tensor], dict[str, Float[Tensor, "batch pos d_write"]]]:
     """The derivative of each target at every source write hook, one batch row per target: one forward, one
     backward.
 
     The targets share one read hook; the prompt runs once per target (rows are independent, so the gradient of
     the sum of `value(acts at the read hook)` gives each row its own target's derivative). Returns the
-    captured activations (row 0 is the clean run) and, per source write hook, the gradient [batch, pos, d_write]
-    (zeros where the target does not depend on it).
+    captured activations (row 0 is the clean run) and, per source write hook and per hook in `also` (such as
+    `hook_embed`), the gradient [batch, pos, ...] as the hook's activation is shaped (zeros where the target
+    does not depend on it).
     """
     read = targets[0].read
     rows = len(targets)
-    writes = sorted({hooks.site(sae).write for sae in sources.values()})
+    writes = sorted({hooks.site(sae).write for sae in sources.values()} | set(also))
     covered = covered_blocks(sources.values()) if frozen else set()
     leaves: dict[str, Tensor] = {}
 
