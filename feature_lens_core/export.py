@@ -6,8 +6,8 @@ feature-lens graph can hold several SAEs per layer (attention, MLP, residual), s
 gets its own row of the viewer, in forward order, and `metadata.transcoder_list` names them in that order
 (row r is `transcoder_list[r]`). Feature nodes are `"{row}_{feature}_{position}"`, error nodes
 `"0_{row}_{position}"`, token-embedding nodes `"E_{token id}_{position}"` (layer "E"), a logit target
-`"{rows + 1}_{token id}_{position}"` (circuit-tracer's layer for logits is one past the last). Labels go to `clerp`; `activation` is the node's activation (a logit target's
-centred logit).
+`"{rows + 1}_{token id}_{position}"` (circuit-tracer's layer for logits is one past the last). Labels go to
+`clerp`; `activation` is the node's activation (a logit target's centred logit).
 
 >>> import pandas as pd
 >>> from feature_lens_core.connectome import EDGE_COLUMNS, NODE_COLUMNS, Graph
