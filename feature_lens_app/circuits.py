@@ -45,6 +45,33 @@ def graph(
     )
 
 
+@st.cache_data(max_entries=16, show_spinner=False)
+def prediction_graph(
+    model_name: str, sae_names: tuple[str, ...], prompt: str, node_threshold: float, edge_threshold: float
+) -> connectome.Graph:
+    """The whole prompt's attribution graph of the next-token prediction, pruned at the two thresholds."""
+    return flc.attribution_graph(
+        resources.model(model_name),
+        resources.saes(model_name, sae_names),
+        prompt,
+        node_threshold=node_threshold,
+        edge_threshold=edge_threshold,
+    )
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def exact_effects(model_name: str, sae_names: tuple[str, ...], prompt: str, target: str) -> pd.DataFrame:
+    """Every upstream node's exact effect on `target` (activation patching, zero baseline): a check of edges."""
+    return flc.rank(
+        resources.model(model_name),
+        resources.saes(model_name, sae_names),
+        prompt,
+        flc.parse_target(target),
+        method="activation",
+        direction="upstream",
+    )
+
+
 def forward_order(model_name: str, sae_names: tuple[str, ...]) -> list[str]:
     """SAE names sorted by where they read in the forward pass (rows of a graph, earliest first)."""
     saes = resources.saes(model_name, sae_names)

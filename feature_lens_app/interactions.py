@@ -46,6 +46,11 @@ def _pick_target(key: str, param: str, position: int | None = None) -> bool:
     if not rows:
         return False
     row = rows[0]
+    if row.get("kind") in ("token", "logit"):
+        st.toast(
+            "Tokens and logits are the graph's ends, not features: click a feature to open it.", icon=":material/info:"
+        )
+        return False
     if row.get("kind") == "error" or int(row.get("feature", -1)) < 0:
         st.toast("An error node is what the SAE fails to explain; it cannot be a target.", icon=":material/info:")
         return False

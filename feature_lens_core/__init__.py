@@ -8,6 +8,7 @@
 'L2.resid_pre:660@5'
 """
 
+from feature_lens_core.attribution_graph import adjacency, attribution_graph
 from feature_lens_core.batch import FeatureSpec, held_out_prompts, rank_many
 from feature_lens_core.connectome import build_graph, faithfulness
 from feature_lens_core.directions import direction_sae, load_direction, steering_vector
@@ -31,6 +32,8 @@ __all__ = [
     "NothingToRank",
     "Target",
     "activations",
+    "adjacency",
+    "attribution_graph",
     "build_graph",
     "direction_sae",
     "faithfulness",

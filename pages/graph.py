@@ -1,25 +1,48 @@
-"""Circuit graph: the target's causes and effects, several hops deep, and how much of it they explain."""
+"""Circuit graph: why the model predicts its next token (the whole prompt's graph), or a target feature's causes
+and effects several hops deep; and how much of it each graph explains."""
 
 import streamlit as st
 
-from feature_lens_app import charts, circuits, frame, interactions, loading, orientation, state
+from feature_lens_app import charts, circuits, frame, interactions, loading, orientation, prediction_graph, state
 from feature_lens_app.boundary import shown_errors
 from feature_lens_core.options import GraphDirection
 
 SIDES: dict[GraphDirection, str] = {"upstream": "Upstream", "both": "Both", "downstream": "Downstream"}
 
+GRAPHS = {"prediction": "The next-token prediction", "feature": "The target feature"}
+
 view = frame.view()
-st.title("The circuit around a feature", anchor=False)
+st.title("The circuit graph", anchor=False)
 st.caption(
-    "Each hop ranks the causes (or effects) of every feature found at the hop before and keeps the strongest "
-    "edges. Rows are SAEs in forward order, earliest at the bottom; columns are tokens. Orange edges support "
-    "their target, blue ones suppress it; grey squares are error nodes. Click a node to open its dashboard."
+    "Rows are SAEs in forward order, earliest at the bottom; columns are tokens. Orange edges support their "
+    "target, blue ones suppress it; grey squares are error nodes (what an SAE fails to explain). Click a "
+    "feature to open its dashboard."
 )
 tokens = loading.prompt_tokens(view)
 
 interactions.follow_to_feature()
 
-if tokens is not None:
+of = st.segmented_control(
+    "Graph of",
+    list(GRAPHS),
+    format_func=GRAPHS.__getitem__,
+    default="prediction",
+    key="graph_of",
+    help="The next-token prediction: why the model predicts what it does after the prompt, every node of the "
+    "prompt attributed at once and pruned by influence (circuit-tracer's graph). The target feature: its causes "
+    "and effects, expanded hop by hop from the target in the sidebar.",
+)
+if tokens is not None and of != "feature":
+    st.caption(
+        "Every active feature, error node and token of the prompt, with its direct edges (attention patterns "
+        "and LayerNorm scales frozen) to the most probable next tokens and to each other, then pruned to the "
+        "nodes and edges that carry most of the influence on the prediction."
+    )
+    prediction_graph.draw(view, tokens)
+elif tokens is not None:
+    st.caption(
+        "Each hop ranks the causes (or effects) of every feature found at the hop before and keeps the strongest edges."
+    )
     orientation.target_line(view, tokens)
     side, hops, budget = st.columns(3)
     direction = side.segmented_control(

@@ -11,8 +11,23 @@ from .helpers import assert_healthy, charts, errors
 pytestmark = [pytest.mark.app, pytest.mark.slow]
 
 
-def test_graph_page_draws_a_clickable_graph_and_its_faithfulness(open_app) -> None:
+def test_graph_page_opens_on_the_prediction_with_circuit_tracers_scores(open_app) -> None:
     at = open_app("graph")
+    assert_healthy(at)
+    assert not errors(at), errors(at)
+    (key, spec) = next((k, s) for k, s in charts(at).items() if k.startswith("graph_"))
+    assert any(p["name"] == "pick" for p in spec["params"])
+    assert [m.label for m in at.metric] == ["Replacement score", "Completeness score"]
+    assert all(0 <= float(m.value.rstrip("%")) <= 100 for m in at.metric)
+    assert any("The model's next token" in m.value for m in at.markdown)
+    edges = at.dataframe[0].value
+    assert len(edges) > 0 and {"source", "target", "score", "hop"} <= set(edges.columns)
+    assert edges.target.str.startswith("logit[").any()  # edges end at the predicted tokens
+
+
+def test_graph_page_draws_a_target_features_graph_and_its_faithfulness(open_app) -> None:
+    at = open_app("graph")
+    at.segmented_control(key="graph_of").set_value("feature").run()
     assert_healthy(at)
     assert not errors(at), errors(at)
     (key, spec) = next((k, s) for k, s in charts(at).items() if k.startswith("graph_"))
@@ -27,6 +42,7 @@ def test_graph_page_draws_a_clickable_graph_and_its_faithfulness(open_app) -> No
 
 def test_graph_page_keeps_working_after_bad_input(open_app) -> None:
     at = open_app("graph", feature="1023")  # almost surely silent at the example's position
+    at.segmented_control(key="graph_of").set_value("feature").run()
     assert_healthy(at)
     assert any("not active" in e or "out of range" in e for e in errors(at)), errors(at)
     assert at.sidebar.text_area(key="prompt").value == EXAMPLES[0].prompt

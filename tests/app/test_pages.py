@@ -37,7 +37,7 @@ def test_landing_page_shows_the_worked_example(open_app) -> None:
         ("feature", f"Feature #{EXAMPLES[0].feature} of {EXAMPLES[0].sae}"),
         ("compare", "When can the cheap estimate be trusted?"),
         ("how_it_works", "How it works"),
-        ("graph", "The circuit around a feature"),
+        ("graph", "The circuit graph"),
         ("prompts", "Across many prompts"),
     ],
 )

@@ -1,0 +1,150 @@
+"""The graph page's first view: why the model predicts its next token, as circuit-tracer draws it.
+
+The whole prompt's attribution graph (`feature_lens_core.attribution_graph`), pruned by influence on the
+most probable next tokens; its replacement, completeness and faithfulness scores in plain words; and a check
+of the edges into the prediction against the exact effect of ablating each source.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from feature_lens_app import charts, circuits, interactions, state
+from feature_lens_app.boundary import shown_errors
+from feature_lens_core.attribution_graph import TOKEN_NODE
+from feature_lens_core.connectome import LOGIT_NODE, Graph
+from feature_lens_core.targets import node_id
+
+DRAWN_EDGES = 400  # beyond a few hundred lines a graph is a hairball, and the browser slows down
+
+
+def draw(view: state.ViewState, tokens: list[str]) -> None:
+    """Thresholds, the pruned graph, its scores, the edge check and the downloads."""
+    left, right = st.columns(2)
+    nodes = left.slider(
+        "Keep nodes carrying this share of the influence",
+        0.5,
+        0.95,
+        0.8,
+        step=0.05,
+        key="graph_node_threshold",
+        help="circuit-tracer's node threshold: the most influential nodes, in order, until they carry this share "
+        "of all influence on the predicted tokens.",
+    )
+    edges = right.slider(
+        "Keep edges carrying this share",
+        0.9,
+        0.99,
+        0.98,
+        step=0.01,
+        key="graph_edge_threshold",
+        help="circuit-tracer's edge threshold, applied to the edges among the kept nodes.",
+    )
+    found = None
+    with st.spinner("Attributing every node of the prompt…", show_time=True), shown_errors("building the graph"):
+        found = circuits.prediction_graph(view.model, view.saes, view.prompt, nodes, edges)
+    if found is None:
+        return
+    _predictions(found)
+    order = [
+        TOKEN_NODE,
+        *[n for n in circuits.forward_order(view.model, view.saes) if n in set(found.nodes.sae)],
+        LOGIT_NODE,
+    ]
+    drawn = found.edges.head(DRAWN_EDGES)
+    key = f"graph_{state.fingerprint(view, 'prediction', nodes, edges)}"
+    interactions.draw_chart(
+        charts.graph_chart(found.nodes, drawn, order, tokens),
+        key=key,
+        on_select=interactions.open_clicked_feature(key),
+        selection_mode=charts.PICK,
+        width="stretch",
+        height=charts.GRAPH_ROW * max(2, len(order)) + 130,
+    )
+    shown = f"the strongest {DRAWN_EDGES} of {len(found.edges)} edges drawn" if len(found.edges) > DRAWN_EDGES else ""
+    st.caption(f"{len(found.nodes)} nodes, {len(found.edges)} edges" + (f" ({shown})." if shown else "."))
+    _scores(found)
+    _edge_check(view, found)
+    name = "feature-lens-graph-prediction"
+    st.download_button(
+        "Download as a circuit-tracer graph file",
+        found.to_circuit_tracer_json(slug=name),
+        file_name=f"{name}.json",
+        mime="application/json",
+        key="graph_circuit_tracer",
+        help="circuit-tracer's graph-file JSON: open it in circuit-tracer's graph frontend or Neuronpedia's graph "
+        "viewer. Each SAE of the graph is one row there, in forward order.",
+    )
+    with st.expander("Edges as a table"):
+        st.dataframe(found.edges, hide_index=True, width="stretch")
+        interactions.downloads(found.edges, name, key="graph")
+
+
+def _predictions(found: Graph) -> None:
+    logits = found.nodes.loc[found.nodes.kind == "logit"]
+    likely = [str(label).removeprefix("logit ") for label in logits.label]
+    probable = [text for text in likely if not text.endswith("(p = 0.00)")]
+    rest = len(likely) - len(probable)
+    more = f", and {rest} more under 1% each" if rest else ""
+    st.markdown(f"**The model's next token** after the last one: {', '.join(probable)}{more}.")
+
+
+def _scores(found: Graph) -> None:
+    full, pruned, kept = found.scores, found.pruned_scores, found.faithfulness
+    if full is None or pruned is None:
+        return
+    first, second = st.columns(2)
+    first.metric(
+        "Replacement score",
+        f"{pruned.replacement:.0%}",
+        help=f"Full graph: {full.replacement:.0%}. Of the influence that inputs have on the prediction, the share "
+        "that starts at tokens rather than at error nodes (what the SAEs fail to explain): 100% when every path "
+        "from the prompt to the prediction runs through features.",
+    )
+    second.metric(
+        "Completeness score",
+        f"{pruned.completeness:.0%}",
+        help=f"Full graph: {full.completeness:.0%}. Each node's inputs that are not error nodes, averaged with "
+        "weights (how much the node matters to the prediction).",
+    )
+    st.caption(
+        "circuit-tracer's two graph scores (its `graph.py`), for the pruned graph (the full graph's in each "
+        "tooltip). Both read the graph of direct edges: they say how much of it runs through features, not "
+        "whether switching features off in the real model does what the edges say (the check below does)."
+    )
+    if kept is not None:
+        with st.expander("Ablation faithfulness, and why it is not the headline here"):
+            score = f"{kept.score:.0%}" if kept.score == kept.score else "n/a"
+            st.markdown(
+                f"Setting every SAE node outside the graph to zero leaves the top prediction's centred logit at "
+                f"**{kept.kept:.3f}** (clean run {kept.full:.3f}, every node zero {kept.empty:.3f}): a "
+                f"faithfulness of **{score}**, (kept − all zero) / (clean − all zero). A whole-prompt graph keeps "
+                "a few hundred of thousands of nodes, mostly at the last token; switching off the rest at once "
+                "takes the model far from anything it saw, so this number says little about the graph. It is "
+                "the right test for the target-feature graphs, which ablate within one target's inputs."
+            )
+
+
+def _edge_check(view: state.ViewState, found: Graph) -> None:
+    """The edges into the top prediction beside the exact effect of ablating each source (one patched run each)."""
+    with st.expander("Check the edges into the prediction against activation patching"):
+        st.caption(
+            "A direct edge is the linear effect along paths through no other node, with attention patterns and "
+            "LayerNorm scales frozen. The exact effect switches the source off (to zero) in a real run, every path "
+            "included. Where the two disagree, the linear graph should not be trusted for that source."
+        )
+        if not st.button("Run the check", key="graph_check", icon=":material/fact_check:"):
+            return
+        exact = None
+        with st.spinner("Patching each source…", show_time=True), shown_errors("checking the edges"):
+            exact = circuits.exact_effects(view.model, view.saes, view.prompt, found.target)
+        if exact is None:
+            return
+        into = found.edges.loc[found.edges.target == found.target].head(15)
+        ids = exact.assign(
+            id=[node_id(s, int(f), int(p)) for s, f, p in zip(exact.sae, exact.feature, exact.position, strict=True)]
+        )
+        table = into.merge(ids[["id", "score"]], left_on="source", right_on="id", how="left", suffixes=("", "_exact"))
+        table = pd.DataFrame({"source": table.source, "direct edge": table.score, "exact effect": table.score_exact})
+        st.dataframe(table, hide_index=True, width="stretch")
