@@ -38,8 +38,8 @@ from feature_lens_core.zoo.feature_data import text_positions
 from feature_lens_core.zoo.model import bos_id, consecutive_windows
 
 Progress = Callable[[int, int], None]
-# Elements of one batch's activations ([windows, n_ctx, d_sae]) at most: about 256 MB in float32.
-BATCH_ELEMENTS = 1 << 26
+# Elements of one batch's activations ([windows, n_ctx, d_sae]) at most: about 64 MB in float32.
+BATCH_ELEMENTS = 1 << 24
 FRAGMENT = "\ufffd"  # what a byte-level token that is part of a multi-byte character decodes to alone
 
 
@@ -249,7 +249,7 @@ class ExampleGroup:
 @dataclass(frozen=True)
 class TokenEffect:
     """One output token and the feature's direct effect on its logit; `fragment`: a byte of a character,
-    shown as its bytes (`⟨e2 80⟩`) rather than as the '\ufffd' it decodes to."""
+    shown as its bytes (`\\xe2\\x80`) rather than as the '\ufffd' it decodes to."""
 
     token: str
     value: float
@@ -292,8 +292,8 @@ class FeatureDashboard:
 
 
 def token_bytes(tokenizer: PreTrainedTokenizerBase, token_id: int) -> str:
-    """A token that decodes to '\ufffd' on its own, named by its bytes (`⟨e2 80⟩`), or by its raw piece when the
-    tokenizer is not byte-level (`⟨<0xE2>⟩`)."""
+    """A token that decodes to '\ufffd' on its own, named by its bytes as Python escapes them (`\\xe2\\x80`, the
+    whole characters in it as they are), or by its raw piece when the tokenizer is not byte-level (`<0xE2>`)."""
     from transformers.convert_slow_tokenizer import bytes_to_unicode  # slow to import: only when needed
 
     piece = str(tokenizer.convert_ids_to_tokens(token_id))
@@ -301,8 +301,8 @@ def token_bytes(tokenizer: PreTrainedTokenizerBase, token_id: int) -> str:
     if piece and all(char in byte_of for char in piece):
         # surrogateescape keeps each byte of a cut character as U+DC80..U+DCFF, so it can be named exactly.
         text = bytes(byte_of[char] for char in piece).decode("utf-8", errors="surrogateescape")
-        return re.sub("[\udc80-\udcff]+", lambda run: f"⟨{bytes(ord(c) - 0xDC00 for c in run[0]).hex(' ')}⟩", text)
-    return f"⟨{piece}⟩"
+        return re.sub("[\udc80-\udcff]", lambda cut: f"\\x{ord(cut[0]) - 0xDC00:02x}", text)
+    return piece
 
 
 def merged_tokens(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int]) -> list[tuple[str, list[int]]]:
@@ -387,7 +387,7 @@ def _groups(
     top_values = dense.flatten()[top]
     groups = [
         ExampleGroup(
-            title="Top activations",
+            title="Top",
             low=float(top_values.min()),
             high=float(top_values.max()),
             share=len(top) / n,
@@ -406,7 +406,7 @@ def _groups(
         chosen = chosen[values[chosen].argsort(descending=True)]
         groups.append(
             ExampleGroup(
-                title=f"Quantile {q + 1} of {quantiles}",
+                title=f"Q{q + 1}: {low:.2f}–{high:.2f}",
                 low=low,
                 high=high,
                 share=len(members) / n,
