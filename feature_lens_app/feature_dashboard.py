@@ -151,7 +151,8 @@ def example_html(example: dashboard.Context, peak: float) -> str:
         else ""
     )
     row = token_panel.highlighted_tokens(example.tokens, example.activations, example.peak, peak=peak)
-    return f'<div style="display:flex;align-items:baseline;gap:4px;">{marker}{row}</div>'
+    before, after = ("<span>…</span>" if cut else "" for cut in example.cut)  # the window holds more there
+    return f'<div style="display:flex;align-items:baseline;gap:4px;">{marker}{before}{row}{after}</div>'
 
 
 def examples(found: dashboard.FeatureDashboard) -> None:

@@ -203,7 +203,8 @@ class Context:
     Tokens that are bytes of one character are merged (the activation shown is their largest). `peak` is the
     index in `tokens` of the example's token; `position` is its position in window `window`, and
     `offsets[i]` the window position of the first token of `tokens[i]`. The context never reaches before
-    the window's first text position or across a document separator.
+    the window's first text position or across a document separator; `cut` says whether text the window
+    holds was left out before and after it (`narrowed`).
     """
 
     tokens: tuple[str, ...]
@@ -212,6 +213,7 @@ class Context:
     window: int
     position: int
     offsets: tuple[int, ...]
+    cut: tuple[bool, bool] = (False, False)
 
     @property
     def activation(self) -> float:
@@ -232,6 +234,7 @@ class Context:
             activations=self.activations[first:last],
             peak=self.peak - first,
             offsets=self.offsets[first:last],
+            cut=(self.cut[0] or first > 0, self.cut[1] or last < len(self.tokens)),
         )
 
 

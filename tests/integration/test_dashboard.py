@@ -147,6 +147,9 @@ def test_contexts_never_cross_a_window_or_a_separator(toy_model, toy_saes, held_
     narrow = shown[0].narrowed(before=3, after=2)
     assert narrow.tokens[narrow.peak] == shown[0].tokens[shown[0].peak] and len(narrow.tokens) <= 6
     assert narrow.activation == shown[0].activation
+    full = shown[0]
+    assert full.cut == (False, False)
+    assert narrow.cut == (narrow.offsets[0] > full.offsets[0], narrow.offsets[-1] < full.offsets[-1])
 
 
 def test_a_text_corpus_pads_its_last_window_and_reports_progress(toy_model, toy_saes) -> None:
