@@ -150,7 +150,8 @@ def corpus_activations(
 ) -> CorpusActivations:
     """Run `sae` over every window of `corpus` and keep its non-zero activations at text positions.
 
-    Each batch runs the model only up to the SAE's block, on the model's device; the result is on the CPU.
+    Each batch runs the model only up to the SAE's block, on the model's device; the result is on the CPU, in
+    float32 (a dashboard shows 3 decimals).
     `batch_size` windows at a time (by default as many as keep a batch's activations under
     `BATCH_ELEMENTS`); `progress(done, total)` is called after each batch.
     """

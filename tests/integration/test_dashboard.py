@@ -11,6 +11,7 @@ import torch
 from sae_lens import SAE
 from transformer_lens import HookedTransformer
 
+import feature_lens_core as flc
 from feature_lens_core import dashboard
 from feature_lens_core.errors import FeatureLensError
 from feature_lens_core.feature_data import shipped_data
@@ -247,3 +248,24 @@ def test_the_held_out_corpus_of_another_tokenizer_reads_the_same_plays(toy_model
     other.tokenizer.name_or_path = "somewhere-else"  # type: ignore[union-attr]
     corpus = dashboard.held_out_corpus(other)
     assert not corpus.held_out and corpus.n_text > 70_000
+
+
+def test_a_float64_load_gives_the_same_dashboard(toy_model, toy_saes) -> None:
+    """The model and SAE on an explicit device and dtype (float64 on the CPU) give the default load's figures."""
+    model = flc.load_model("toy", device="cpu", dtype="float64")
+    sae = flc.load_sae("toy", "L0.mlp_out", device="cpu", dtype="float64")
+    corpus = dashboard.text_corpus(model, "So foul and fair a day I have not seen. " * 30)
+    ours = dashboard.feature_dashboard(
+        model, sae, dashboard.corpus_activations(model, sae, corpus), 7, name="L0.mlp_out"
+    )
+    default = dashboard.feature_dashboard(
+        toy_model,
+        toy_saes["L0.mlp_out"],
+        dashboard.corpus_activations(toy_model, toy_saes["L0.mlp_out"], corpus),
+        7,
+        name="L0.mlp_out",
+    )
+    assert ours.n_active == default.n_active and ours.density == default.density
+    assert ours.max_activation == pytest.approx(default.max_activation, rel=1e-5)
+    assert [e.token for e in ours.promoted] == [e.token for e in default.promoted]
+    assert [n.feature for n in ours.neighbours] == [n.feature for n in default.neighbours]
