@@ -181,7 +181,7 @@ def logit_tables(found: dashboard.FeatureDashboard) -> None:
         column.html(
             '<table style="font-family:ui-monospace,monospace;font-size:0.9rem;border-collapse:collapse;">'
             + "".join(
-                f'<tr><td style="padding:1px 8px;white-space:pre;">{visible_html(charts.display_token(e.token))}'
+                f'<tr><td style="padding:1px 8px;white-space:pre;">&#39;{visible_html(e.token)}&#39;'
                 + (' <span style="color:#555;">(byte)</span>' if e.fragment else "")
                 + f'</td><td style="padding:1px 8px;text-align:right;">{e.value:+.3f}</td></tr>'
                 for e in effects
