@@ -22,12 +22,15 @@ def feature_on_tokens(tokens: Sequence[str], acts: pd.DataFrame, feature: int) -
     return pd.DataFrame({"position": range(len(tokens)), "token": list(tokens), "activation": values})
 
 
-def highlighted_tokens(tokens: Sequence[str], values: Sequence[float], target: int | None = None) -> str:
+def highlighted_tokens(
+    tokens: Sequence[str], values: Sequence[float], target: int | None = None, *, peak: float | None = None
+) -> str:
     """HTML for a row of tokens shaded by activation; everything the user typed is escaped.
 
-    The target position gets an outline; each token's tooltip shows its position and value.
+    The target position gets an outline; each token's tooltip shows its position and value. Full colour is
+    `peak` (by default the row's largest value; pass one value to shade several rows alike).
     """
-    peak = max([v for v in values if v > 0], default=0.0)
+    peak = peak if peak is not None else max([v for v in values if v > 0], default=0.0)
     spans = []
     for position, (token, value) in enumerate(zip(tokens, values, strict=False)):
         alpha = min(max(value / peak, 0.0), 1.0) if peak > 0 else 0.0

@@ -81,6 +81,12 @@ def _held_out_tokens() -> Tensor:
     return load_file(str(paths.HELD_OUT_TOKENS))["tokens"].long()
 
 
+def shipped_data(sae: SAE) -> dict[str, Tensor] | None:
+    """The SAE's shipped `feature_data.safetensors` (see docs/model-zoo.md), or None where it ships none."""
+    folder = _folder(sae)
+    return _shipped(folder) if folder else None
+
+
 def has_feature_data(sae: SAE) -> bool:
     """Whether shipped dashboard data exists for this SAE."""
     return _folder(sae) is not None

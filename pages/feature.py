@@ -1,19 +1,20 @@
-"""Feature: one feature's dashboard: what it fires on, what it promotes, and its neighbours on the prompt."""
+"""Feature: one feature's dashboard: what it fires on across a corpus and on your prompt, what it promotes, and
+its neighbours by decoder direction and on the prompt."""
 
 import pandas as pd
 import streamlit as st
 
-from feature_lens_app import charts, frame, interactions, loading, resources, state, token_panel
+from feature_lens_app import feature_dashboard, frame, interactions, loading, resources, state, token_panel
 from feature_lens_app.boundary import shown_errors
 from feature_lens_app.markup import plain
-from feature_lens_core import catalog, feature_data
+from feature_lens_core import catalog, dashboard, feature_data
 
 UP_DOWN = ("upstream", "downstream")
 view = frame.view()
 st.title(f"Feature #{view.feature} of {plain(view.sae)}", anchor=False)
 label = resources.label(view.model, view.sae, view.feature)
 st.caption(
-    "What one feature fires on, which next tokens it promotes, and its strongest neighbours on your prompt."
+    "What one feature fires on, which next tokens it promotes, and its nearest features."
     + (f" Its automatic label: **{plain(label)}**." if label else "")
 )
 
@@ -24,65 +25,41 @@ if neuronpedia:
     if resources.online():
         with st.expander("Neuronpedia's page", expanded=False):
             st.iframe(f"{url}?embed=true", height=600)
-    else:
-        st.caption("Offline: Neuronpedia's page cannot be shown; everything below is computed locally.")
 
 tokens = loading.prompt_tokens(view)
 card: feature_data.FeatureCard | None = None
-on_prompt: pd.DataFrame | None = None
+found: dashboard.FeatureDashboard | None = None
 if tokens is not None:
     with shown_errors("loading the dashboard"):
         card = resources.card(view.model, view.sae, view.feature)
+        feature_dashboard.stepper(view, resources.d_sae(view.model, view.sae))
+        text = feature_dashboard.source_text(view, has_shipped=bool(card.examples))
+        others = tuple(name for name in view.saes if name != view.sae)
+        found = feature_dashboard.board(view.model, view.sae, view.feature, text, others)
+
+if found is not None:
+    feature_dashboard.figures(found)
+    left, right = st.columns([3, 2])
+    with left:
+        st.subheader("Examples", anchor=False)
+        feature_dashboard.examples(found)
+    with right:
+        st.subheader("Effect on the next token", anchor=False)
+        feature_dashboard.logit_tables(found)
+        st.subheader("Nearest features by decoder direction", anchor=False)
+        st.caption("In this SAE and in the view's other SAEs that write to the same place.")
+        feature_dashboard.nearest(view, found)
+
+if tokens is not None:
+    st.subheader("On your prompt", anchor=False)
+    on_prompt: pd.DataFrame | None = None
     with shown_errors("reading the prompt"):
         acts = resources.activations(view.model, view.sae, view.prompt)
         on_prompt = token_panel.feature_on_tokens(tokens, acts, view.feature)
+    if on_prompt is not None:
+        st.html(token_panel.highlighted_tokens(on_prompt["token"].tolist(), on_prompt["activation"].tolist(), view.pos))
+    feature_dashboard.own_text(view)
 
-if card is not None:
-    here = on_prompt["activation"].iloc[view.pos] if on_prompt is not None and view.pos < len(on_prompt) else None
-    peak = on_prompt["activation"].max() if on_prompt is not None else None
-    cells = st.columns(4)
-    cells[0].metric(
-        "Share of tokens it fires on",
-        f"{card.density:.2%}" if card.density is not None else "n/a",
-        help="On the SAE's reference text",
-    )
-    cells[1].metric(
-        "Mean activation",
-        f"{card.mean_activation:.3f}" if card.mean_activation is not None else "n/a",
-        help="Where it fires, on the reference text",
-    )
-    cells[2].metric("At the target token", f"{here:.3f}" if here is not None else "n/a")
-    cells[3].metric("Highest on the prompt", f"{peak:.3f}" if peak is not None else "n/a")
-
-if on_prompt is not None:
-    st.subheader("On your prompt", anchor=False)
-    st.html(token_panel.highlighted_tokens(on_prompt["token"].tolist(), on_prompt["activation"].tolist(), view.pos))
-    interactions.draw_chart(charts.token_strip(on_prompt, view.pos), width="stretch", height=64)
-
-if card is not None:
-    left, right = st.columns([3, 2])
-    with left:
-        st.subheader("Top-activating examples", anchor=False)
-        for example in card.examples:
-            st.html(token_panel.example_html(example.before, example.token, example.after))
-            st.caption(f"activation {example.activation:.3f}")
-        if not card.examples:
-            st.caption("No shipped examples for this SAE; Neuronpedia (when online) has them for hub SAEs.")
-    with right:
-        st.subheader("Effect on the next token", anchor=False)
-        effects = pd.DataFrame(
-            {
-                "promotes": [charts.display_token(t) for t, _ in card.boosted],
-                "logit +": [v for _, v in card.boosted],
-                "suppresses": [charts.display_token(t) for t, _ in card.suppressed],
-                "logit −": [v for _, v in card.suppressed],
-            }
-        )
-        st.dataframe(effects, hide_index=True, width="stretch")
-        if any("\ufffd" in t for t, _ in [*card.boosted, *card.suppressed]):
-            st.caption("'�' is one byte of a character that the tokenizer splits over several tokens.")
-
-if tokens is not None:
     st.subheader("Strongest neighbours on this prompt", anchor=False)
     st.caption(f"By {state.METHODS[view.method].lower()}. Click one to open its dashboard here.")
     for column, direction in zip(st.columns(2), UP_DOWN, strict=True):

@@ -84,3 +84,89 @@ def test_sae_dashboard_top_examples_match_the_shipped_ones(
         for key in ours.keys() & theirs.keys():
             assert theirs[key] == pytest.approx(ours[key], abs=1e-4, rel=1e-4)  # SAEDashboard rounds to 4 places
     assert shared >= 0.99 * total, (shared, total)  # float ties could swap an example; measured: all agree
+
+
+def test_sae_dashboard_histograms_densities_and_intervals_match_the_dashboard(
+    toy_model: HookedTransformer, toy_saes: dict[str, SAE]
+) -> None:
+    """The dashboard's figures against SAEDashboard's on the same SAE and windows.
+
+    Equal: the number of non-zero activations (its histogram's total), every interval's share of tokens and
+    the activations of its interval examples. Different by definition, and checked to be only that: its density
+    divides by every position (BOS included), ours by text positions; its logit tables are `W_dec @ W_U`, ours
+    go through the final LayerNorm (centred, times its weight) as the model does.
+    """
+    import torch
+    from sae_dashboard.components_config import (
+        ActsHistogramConfig,
+        FeatureTablesConfig,
+        LogitsHistogramConfig,
+        LogitsTableConfig,
+        SequencesConfig,
+    )
+    from sae_dashboard.layout import Column, SaeVisLayoutConfig
+    from sae_dashboard.sae_vis_data import SaeVisConfig
+    from sae_dashboard.sae_vis_runner import SaeVisRunner
+
+    from feature_lens_core import dashboard
+
+    name, features = "L1.resid_pre", FEATURES[::4]
+    sae = copy.deepcopy(toy_saes[name])
+    corpus = dashboard.held_out_corpus(toy_model)
+    acts = dashboard.corpus_activations(toy_model, sae, corpus)
+    quantiles = 5
+    layout = SaeVisLayoutConfig(
+        columns=[
+            Column(FeatureTablesConfig()),  # the runner needs every component
+            Column(ActsHistogramConfig(), LogitsTableConfig(), LogitsHistogramConfig()),
+            Column(SequencesConfig(buffer=None, top_acts_group_size=10, n_quantiles=quantiles, quantile_group_size=5)),
+        ]
+    )
+    cfg = SaeVisConfig(
+        hook_point=sae.cfg.metadata.hook_name,
+        features=features,
+        ignore_tokens={toy_model.tokenizer.bos_token_id},  # type: ignore[union-attr]
+        feature_centric_layout=layout,
+        minibatch_size_tokens=64,
+        verbose=False,
+    )
+    with torch.no_grad():
+        raw_logits = sae.W_dec @ toy_model.W_U  # before the runner turns the weights into inference tensors
+    vis = SaeVisRunner(cfg).run(encoder=sae, model=toy_model, tokens=corpus.windows)  # type: ignore[arg-type]
+    positions = corpus.windows.numel()
+    for feature in features:
+        theirs = vis.feature_data_dict[feature]
+        ours = dashboard.feature_dashboard(toy_model, sae, acts, feature, name=name)
+        assert sum(theirs.acts_histogram_data.bar_heights) == ours.n_active
+        density = float(theirs.acts_histogram_data.title.split("= ")[1].rstrip("%"))
+        assert density == pytest.approx(100 * ours.n_active / positions, abs=5e-4)  # it prints 3 decimals
+        assert ours.density == pytest.approx(ours.n_active / corpus.n_text)
+        top = {
+            (seq.original_index, seq.qualifying_token_index) for seq in theirs.sequence_data.seq_group_data[0].seq_data
+        }
+        assert top == {(e.window, e.position) for e in ours.groups[0].examples}
+        values = acts.of_feature(feature)[1]
+        dense = acts.dense(feature)
+        for group in theirs.sequence_data.seq_group_data[1:]:
+            head, share = group.title.split("<br>")
+            low, high = (float(x) for x in head.split()[1::2])
+            inside = int(((values >= low) & (values <= high)).sum()) + (positions - len(values) if low == 0 else 0)
+            # Shares of every position (silent ones, BOS and the separator in the lowest interval), printed to 3
+            # decimals, with edges printed to 3 decimals: a token on an edge may move.
+            assert float(share.split()[1].rstrip("%")) == pytest.approx(
+                100 * inside / positions, abs=5e-4 + 100 * 2 / positions
+            )
+            for seq in group.seq_data:
+                activation = seq.feat_acts[seq.qualifying_token_index - 1]
+                if activation > 0:
+                    assert activation == pytest.approx(
+                        float(dense[seq.original_index, seq.qualifying_token_index]), abs=1e-4, rel=1e-4
+                    )
+        assert sum(theirs.logits_histogram_data.bar_heights) == sum(ours.logits.counts) == toy_model.cfg.d_vocab
+        table = theirs.logits_table_data
+        top = raw_logits[feature].topk(len(table.top_logits))
+        assert table.top_logits == pytest.approx(top.values.tolist(), abs=1e-4, rel=1e-4)
+        ours_top = [e.value for e in ours.promoted]
+        centred = dashboard.feature_logits(toy_model, sae, feature).topk(len(ours_top)).values.tolist()
+        assert ours_top == pytest.approx(centred)
+        assert not torch.equal(raw_logits[feature], dashboard.feature_logits(toy_model, sae, feature))

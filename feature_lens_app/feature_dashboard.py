@@ -1,0 +1,216 @@
+"""The Feature page's dashboard: cached corpus passes and dashboards, and the widgets that draw them.
+
+An SAE is read over its corpus once per process (`st.cache_resource`: its sparse activations are shared,
+not copied, by every session); each feature's dashboard is then a cheap lookup kept in `st.cache_data`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import streamlit as st
+
+from feature_lens_app import charts, hosting, interactions, resources, state, token_panel
+from feature_lens_app.boundary import shown_errors
+from feature_lens_app.loading import progress_bar
+from feature_lens_app.markup import code, plain, visible_html
+from feature_lens_core import dashboard
+
+SOURCES = {"held-out": "The held-out plays (shipped with feature-lens)", "text": "A text I paste"}
+NARROW = {"before": 10, "after": 4}  # tokens around an example when the wide context is off
+PAGE = "pages/feature.py"
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _activations(model_name: str, sae_name: str, text: str | None) -> dashboard.CorpusActivations:
+    model, sae = resources.model(model_name), resources.sae(model_name, sae_name)
+    corpus = dashboard.held_out_corpus(model) if text is None else dashboard.text_corpus(model, text)
+    what = "the held-out plays" if text is None else "your text"
+    with progress_bar(f"Reading {what} with {sae_name} ({len(corpus.windows)} windows)") as report:
+        return dashboard.corpus_activations(model, sae, corpus, progress=report)
+
+
+@st.cache_data(max_entries=hosting.limits().cache_entries, show_spinner=False)
+def board(
+    model_name: str, sae_name: str, feature: int, text: str | None, others: tuple[str, ...]
+) -> dashboard.FeatureDashboard:
+    """One feature's dashboard on the held-out plays (`text` None) or on `text`; neighbours also in `others`."""
+    loaded = resources.saes(model_name, others) if others else {}
+    return dashboard.feature_dashboard(
+        resources.model(model_name),
+        resources.sae(model_name, sae_name),
+        _activations(model_name, sae_name, text),
+        feature,
+        name=sae_name,
+        others=loaded,
+    )
+
+
+def feature_link(view: state.ViewState, sae: str, feature: int, label: str) -> None:
+    """A link to another feature's page that keeps the rest of the view (prompt, SAEs, method...)."""
+    params = state.to_params(replace(view, sae=sae, feature=feature))
+    st.page_link(PAGE, label=label, query_params=params)
+
+
+def stepper(view: state.ViewState, d_sae: int) -> None:
+    """Previous / next feature, and a search of the SAE's features by label or number."""
+    buttons, search = st.columns([1, 2], vertical_alignment="bottom")
+    row = buttons.container(horizontal=True, gap="small")  # side by side even on a phone
+    row.button(
+        "Previous",
+        icon=":material/chevron_left:",
+        disabled=view.feature <= 0,
+        on_click=state.set_target,
+        args=(view.sae, view.feature - 1, view.pos),
+    )
+    row.button(
+        "Next",
+        icon=":material/chevron_right:",
+        disabled=view.feature >= d_sae - 1,
+        on_click=state.set_target,
+        args=(view.sae, view.feature + 1, view.pos),
+    )
+    query = search.text_input(
+        "Find a feature",
+        key="_feature_search",
+        placeholder='a label or token, e.g. " thou", or a number',
+        help="Searches this SAE's automatic labels (which quote the tokens it fires on) and feature numbers",
+    )
+    if query.strip():
+        labels = resources.labels(view.model, view.sae)
+        found = dashboard.search_features(list(labels) or [""] * d_sae, query)
+        if not found:
+            st.caption(f"No feature of {code(view.sae)} has {plain(repr(query))} in its label.")
+        with st.container(horizontal=True, gap="small"):
+            for feature in found[:12]:
+                name = labels[feature] if feature < len(labels) else ""
+                feature_link(view, view.sae, feature, f"#{feature} {plain(name)}")
+
+
+def source_text(view: state.ViewState, has_shipped: bool) -> str | None:
+    """Which corpus the dashboard reads: None for the held-out plays, or the text the user pasted and applied."""
+    choice = st.radio(
+        "Compute the histograms and examples from",
+        list(SOURCES),
+        format_func=SOURCES.__getitem__,
+        key="_dash_source",
+        horizontal=True,
+        help=(
+            "The built-in SAEs' shipped examples come from the held-out plays. Any text works for any SAE: "
+            "it is read once per SAE (with a progress bar), then every feature of that SAE is instant."
+        ),
+    )
+    if choice == "held-out":
+        if not has_shipped:
+            st.caption(f"{code(view.sae)} ships no dashboard data, so it reads the held-out plays as text now.")
+        return None
+    with st.form("_dash_text_form", border=False):
+        typed = st.text_area("Your text (documents may be separated by the model's end-of-text token)", height=120)
+        applied = st.form_submit_button("Read this text")
+    if applied:
+        st.session_state["_dash_text"] = typed
+    text = st.session_state.get("_dash_text", "")
+    if not text.strip():
+        st.info("Paste a text and press *Read this text*.")
+        return None
+    return text
+
+
+def figures(found: dashboard.FeatureDashboard) -> None:
+    """The density figures, then the histograms of the activations and of the logit effects."""
+    cells = st.columns(4)
+    share = f"{found.n_active:,} of {found.n_text:,} text tokens"
+    cells[0].metric("Share of tokens it fires on", f"{found.density:.3%}", help=share)
+    cells[1].metric("Mean activation", f"{found.mean_activation:.3f}", help="Over every text token, silent ones as 0")
+    cells[2].metric("Largest activation", f"{found.max_activation:.3f}")
+    cells[3].metric("Text tokens read", f"{found.n_text:,}")
+    left, right = st.columns(2)
+    if found.activations.counts:
+        chart = charts.histogram_bars(
+            found.activations.edges, found.activations.counts, title="Activations where it fires", value="activation"
+        )
+        interactions.draw_chart(chart, left, key="hist_activations", width="stretch")
+    else:
+        left.info("It never fires on this text.")
+    chart = charts.histogram_bars(
+        found.logits.edges,
+        found.logits.counts,
+        title="Direct effect on every output token's logit",
+        value="logit effect",
+        colour="#6baed6",
+    )
+    interactions.draw_chart(chart, right, key="hist_logits", width="stretch")
+
+
+def example_html(example: dashboard.Context, peak: float) -> str:
+    """One example, every token shaded by the feature's activation (`peak` is full colour), its token outlined."""
+    marker = (
+        '<span title="the model read only its start-of-text token before this one" '
+        'style="color:#555;font-size:0.8rem;">⟪start⟫ </span>'
+        if example.only_bos_before
+        else ""
+    )
+    row = token_panel.highlighted_tokens(example.tokens, example.activations, example.peak, peak=peak)
+    before, after = ("<span>…</span>" if cut else "" for cut in example.cut)  # the window holds more there
+    return f'<div style="display:flex;align-items:baseline;gap:4px;">{marker}{before}{row}{after}</div>'
+
+
+def examples(found: dashboard.FeatureDashboard) -> None:
+    """The top examples and one tab per activation quantile, each example shaded token by token."""
+    wide = st.toggle("Wider context", key="_dash_wide", help="All the text its window holds around each example")
+    if not found.groups:
+        st.caption("It never fires on this text, so there are no examples.")
+        return
+    tabs = st.tabs([group.title for group in found.groups])
+    for tab, group in zip(tabs, found.groups, strict=True):
+        with tab:
+            st.caption(
+                f"Activations {group.low:.3f} to {group.high:.3f}; {group.share:.1%} of the tokens it fires on. "
+                "The outlined token is the example; hover a token for its activation."
+            )
+            for example in group.examples:
+                shown = example if wide else example.narrowed(**NARROW)
+                st.html(example_html(shown, found.max_activation))
+
+
+def logit_tables(found: dashboard.FeatureDashboard) -> None:
+    """The tokens it promotes and suppresses most, byte fragments named by their bytes."""
+    left, right = st.columns(2)
+    for column, title, effects in ((left, "Promotes", found.promoted), (right, "Suppresses", found.suppressed)):
+        column.markdown(f"**{title}**")
+        column.html(
+            '<table style="font-family:ui-monospace,monospace;font-size:0.9rem;border-collapse:collapse;">'
+            + "".join(
+                f'<tr><td style="padding:1px 8px;white-space:pre;">&#39;{visible_html(e.token)}&#39;'
+                + (' <span style="color:#555;">(byte)</span>' if e.fragment else "")
+                + f'</td><td style="padding:1px 8px;text-align:right;">{e.value:+.3f}</td></tr>'
+                for e in effects
+            )
+            + "</table>"
+        )
+    if any(e.fragment for e in (*found.promoted, *found.suppressed)):
+        st.caption("(byte): one byte of a character that the tokenizer splits over several tokens, named by its value.")
+
+
+def nearest(view: state.ViewState, found: dashboard.FeatureDashboard) -> None:
+    """The features with the closest decoder directions, each a link to its page."""
+    if not found.neighbours:
+        st.caption("No other feature writes to the same place.")
+        return
+    for near in found.neighbours:
+        name = f" {plain(near.label)}" if near.label and not near.label.startswith("#") else ""
+        label = f"{plain(near.sae)} #{near.feature}{name} · cosine {near.cosine:.3f}"
+        feature_link(view, near.sae, near.feature, label)
+
+
+def own_text(view: state.ViewState) -> None:
+    """This feature's activation on text typed on the page, every token shaded."""
+    text = st.text_input("Try your own text", key="_dash_try", placeholder="Type a line and press Enter")
+    if not text.strip():
+        return
+    with shown_errors("reading your text"):
+        tokens = resources.tokens(view.model, text)
+        acts = resources.activations(view.model, view.sae, text)
+        on_text = token_panel.feature_on_tokens(tokens, acts, view.feature)
+        st.html(token_panel.highlighted_tokens(on_text["token"].tolist(), on_text["activation"].tolist()))
+        st.caption(f"Largest here: {on_text['activation'].max():.3f} (position {int(on_text['activation'].argmax())}).")
