@@ -44,3 +44,22 @@ def test_dfa_sums_to_the_pre_activation_on_the_built_in_model(exact):
     pre = float(sae_cache["hook_sae_acts_pre"][feature])
     assert dfa.terms.score.sum() + dfa.bias == pytest.approx(pre, rel=1e-6)
     assert (dfa.terms[dfa.terms.position < Q].score.abs() > 1e-6).any()  # earlier tokens feed it
+
+
+def test_qk_terms_rebuild_the_score_and_a_key_feature_is_exact_on_the_built_in_model(exact):
+    from feature_lens_core.qk import qk_attribution
+    from tests.unit.test_qk import feature_vector, score_without
+
+    model, saes = exact
+    layer, head, q, s = 2, 1, Q, 7
+    names = ["L0.resid_pre", "L0.attn_z", "L0.transcoder", "L1.attn_z", "L1.transcoder"]
+    chosen = {n: saes[n] for n in names}
+    result = qk_attribution(model, chosen, PROMPT, layer=layer, head=head, query_position=q, key_position=s)
+    expected = float(cache_of(model, PROMPT)[f"blocks.{layer}.attn.hook_attn_scores"][0, head, q, s])
+    assert result.queries.score.sum() == pytest.approx(expected, rel=1e-5)
+    assert result.keys.score.sum() == pytest.approx(expected, rel=1e-5)
+    cache = cache_of(model, PROMPT)
+    for row in result.keys[result.keys.kind == "feature"].head(3).itertuples():
+        vector = feature_vector(model, saes[row.sae], cache, s, row.feature)
+        change = result.score - score_without(model, PROMPT, layer, head, q, s, s, vector)
+        assert change == pytest.approx(row.score, rel=1e-6, abs=1e-10)
