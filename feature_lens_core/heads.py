@@ -20,7 +20,7 @@ docs/methods.md ("Attention, opened up") has the definitions and the proofs in t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,15 +36,16 @@ from feature_lens_core import hooks, validation
 from feature_lens_core.errors import FeatureLensError
 from feature_lens_core.exclusive import exclusive
 from feature_lens_core.methods.linear import covered_blocks, frozen_hooks, held
-from feature_lens_core.methods.nodes import node_keys, reachable, source_nodes, target_value, token_strings
+from feature_lens_core.methods.nodes import reachable, source_nodes, target_value, token_strings
 from feature_lens_core.methods.runner import Edit, run, weights_frozen
-from feature_lens_core.methods.types import Baseline, Target
+from feature_lens_core.methods.types import BaselineValues, Target
 from feature_lens_core.options import BaselineKind
 from feature_lens_core.ranking import anchor_of, other_side
 from feature_lens_core.targets import FeatureRef
 from feature_lens_core.targets import Target as TargetRef
 
 HEAD_COLUMNS = ["layer", "head", "covered", "score"]
+HEAD_TYPES = {"layer": int, "head": int, "covered": bool, "score": float}  # kept when no head lies on the way
 DFA_COLUMNS = ["position", "token", "head", "score"]
 
 
@@ -110,46 +111,78 @@ def head_loadings(
 
     `source` is a node of one of `saes` upstream of the target: a feature, or the SAE's error node (feature -1).
     The chosen set (covered blocks, frozen readout) is as in `rank(..., direction="upstream", method="direct")`,
-    whose score for this node equals `edge`. Two passes on the frozen model: one backward pass from the target
-    with every uncovered attention layer's change cut at `hook_z` (giving the residual part and the derivative
-    of the target with respect to each head's output, every later head held), one forward-mode pass of the
-    source's change (giving the change reaching each head's output along all paths); their product per head is
-    that head's term.
+    whose score for this node equals `edge`. `head_loadings_many` splits several edges into one target at once.
 
     Returns:
         `HeadSplit`: heads (layer, head, covered, score), residual and edge.
+    """
+    split = head_loadings_many(model, saes, prompt, [source], target, baseline=baseline, corrupt_prompt=corrupt_prompt)
+    return split[0]
+
+
+def head_loadings_many(
+    model: HookedTransformer,
+    saes: Mapping[str, SAE],
+    prompt: str,
+    sources: Sequence[FeatureRef],
+    target: TargetRef,
+    *,
+    baseline: BaselineKind = "zero",
+    corrupt_prompt: str | None = None,
+) -> list[HeadSplit]:
+    """`head_loadings` of every edge from `sources` into `target`, in their order.
+
+    Two kinds of pass on the frozen model: one backward pass from the target with every uncovered attention
+    layer's change cut at `hook_z` (the residual part of every source, and the target's derivative with respect
+    to each head's output with every other head held), shared by all the sources; and one forward-mode pass per
+    source SAE, its sources as a batch, carrying each source's change to every head's output along all paths.
+    A head's term is the product of the two.
     """
     validation.sae_set(model, saes)
     validation.choice(baseline, ("zero", "mean", "corrupt"), "baseline")
     tokens = validation.prompt_tokens(model, prompt)
     validation.check_target(saes, target, tokens.shape[1])
     anchor = anchor_of(model, saes, target)
-    sources = other_side(saes, target, "upstream")
-    _check_source(saes, sources, source, anchor, tokens.shape[1])
+    upstream = other_side(saes, target, "upstream")
+    if isinstance(sources, FeatureRef | str) or not sources:
+        raise FeatureLensError("Give the sources as a non-empty list of FeatureRef(sae, feature, position).")
+    for source in sources:
+        _check_source(saes, upstream, source, anchor, tokens.shape[1])
     base = validation.baseline(model, tokens, baseline, corrupt_prompt)
     q = anchor.position
     tokens = tokens[:, : q + 1]
-    sae = saes[source.sae]
-    write = hooks.site(sae).write
-    layers = _attention_layers(model, write, anchor.read)
-    covered = covered_blocks(sources.values())
+    covered = covered_blocks(upstream.values())
+    writes = sorted({hooks.site(saes[source.sae]).write for source in sources}, key=hooks.order)
+    layers = _attention_layers(model, writes[0], anchor.read)
     open_layers = [layer for layer in layers if _z_hook(layer) not in covered]
     with exclusive():
-        acts, to_source, to_heads = _gradients(model, tokens, sources, anchor, write, open_layers)
+        acts, to_sources, to_heads = _gradients(model, tokens, upstream, anchor, writes, open_layers)
         with torch.no_grad():
-            delta = _source_delta(model, source, sae, acts, base, q)
-        reaching = _changes_at_heads(model, tokens, covered, write, source.position, delta, open_layers)
-    residual = -float((delta * hooks.flat(to_source, write)[source.position]).sum())
-    rows = []
-    for layer in layers:
-        if layer in open_layers:
-            scores = -(reaching[layer] * to_heads[layer]).sum(dim=(0, 2))
-        else:
-            scores = torch.zeros(model.cfg.n_heads, dtype=delta.dtype)
-        rows += [[layer, head, layer not in open_layers, float(score)] for head, score in enumerate(scores.tolist())]
-    frame = pd.DataFrame(rows, columns=HEAD_COLUMNS)
-    frame = frame.iloc[np.argsort(-frame.score.abs().to_numpy(), kind="stable")].reset_index(drop=True)
-    return HeadSplit(str(source), str(target), frame, residual, residual + float(frame.score.sum()))
+            values = base.values(model, {source.sae: saes[source.sae] for source in sources}, q + 1)
+            deltas = [_source_delta(source, saes[source.sae], acts, values[source.sae]) for source in sources]
+        reaching: dict[int, dict[int, Tensor]] = {}  # source index -> layer -> change at its hook_z
+        for write in writes:
+            batch = [i for i, source in enumerate(sources) if hooks.site(saes[source.sae]).write == write]
+            later = [layer for layer in open_layers if hooks.is_before(write, _z_hook(layer))]
+            changes = _changes_at_heads(
+                model, tokens, covered, write, [(sources[i].position, deltas[i]) for i in batch], later
+            )
+            reaching |= {i: {layer: change[row] for layer, change in changes.items()} for row, i in enumerate(batch)}
+    out = []
+    for i, source in enumerate(sources):
+        write = hooks.site(saes[source.sae]).write
+        residual = -float((deltas[i] * hooks.flat(to_sources[write], write)[source.position]).sum())
+        rows = []
+        for layer in _attention_layers(model, write, anchor.read):
+            if layer in open_layers:
+                scores = -(reaching[i][layer] * to_heads[layer]).sum(dim=(0, 2))
+            else:
+                scores = torch.zeros(model.cfg.n_heads, dtype=deltas[i].dtype)
+            rows += [[layer, h, layer not in open_layers, float(score)] for h, score in enumerate(scores.tolist())]
+        frame = pd.DataFrame(rows, columns=HEAD_COLUMNS).astype(HEAD_TYPES)
+        frame = frame.iloc[np.argsort(-frame.score.abs().to_numpy(), kind="stable")].reset_index(drop=True)
+        out.append(HeadSplit(str(source), str(target), frame, residual, residual + float(frame.score.sum())))
+    return out
 
 
 def _check_source(
@@ -183,13 +216,13 @@ def _gradients(
     tokens: Tensor,
     sources: Mapping[str, SAE],
     target: Target,
-    write: str,
+    writes: list[str],
     open_layers: list[int],
-) -> tuple[dict[str, Tensor], Float[Tensor, "pos ..."], dict[int, Float[Tensor, "pos n_heads d_head"]]]:
+) -> tuple[dict[str, Tensor], dict[str, Float[Tensor, "pos ..."]], dict[int, Float[Tensor, "pos n_heads d_head"]]]:
     """One backward pass of the frozen model with every open attention layer's change cut at its output.
 
-    Returns the clean activations, the target's derivative with respect to the source's write hook along paths
-    through no open attention layer, and its derivative with respect to each open layer's `hook_z` with every
+    Returns the clean activations, the target's derivative with respect to each of the `writes` hooks along
+    paths through no open attention layer, and its derivative with respect to each open layer's `hook_z` with every
     other open layer held (what a change of that layer's head outputs does to the target without passing any
     later attention).
     """
@@ -205,29 +238,28 @@ def _gradients(
 
     edits: dict[str, Edit] = {hook: held for hook in [*frozen_hooks(model), *covered]}
     edits |= {_z_hook(layer): leaf_at(_z_hook(layer), hold=True) for layer in open_layers}
-    edits[write] = leaf_at(write, hold=write in covered)
+    edits |= {write: leaf_at(write, hold=write in covered) for write in writes}
     sae_hooks = {h for sae in sources.values() for h in (hooks.site(sae).read, hooks.site(sae).write)}
     with weights_frozen(model, *target.modules), torch.enable_grad():
         acts = run(model, tokens, capture=sae_hooks | {target.read}, stop_at=target.read, edits=edits)
         g = target_value(target, acts[target.read][0], token_strings(model, tokens), frozen_norm=True)
-        wanted = [write, *(_z_hook(layer) for layer in open_layers)]
+        wanted = [*writes, *(_z_hook(layer) for layer in open_layers)]
         grads = torch.autograd.grad(g, [leaves[hook] for hook in wanted], allow_unused=True)
     found = {hook: torch.zeros_like(leaves[hook]) if d is None else d for hook, d in zip(wanted, grads, strict=True)}
     acts = {hook: act.detach() for hook, act in acts.items()}
-    return acts, found[write][0], {layer: found[_z_hook(layer)][0] for layer in open_layers}
+    return acts, {w: found[w][0] for w in writes}, {layer: found[_z_hook(layer)][0] for layer in open_layers}
 
 
 def _source_delta(
-    model: HookedTransformer, source: FeatureRef, sae: SAE, acts: Mapping[str, Tensor], base: Baseline, q: int
+    source: FeatureRef, sae: SAE, acts: Mapping[str, Tensor], base: BaselineValues
 ) -> Float[Tensor, " d_write"]:
-    """What ablating the source node adds at its write hook, at its position (as the rankings build it)."""
-    where = hooks.site(sae)
-    values = base.values(model, {source.sae: sae}, q + 1)[source.sae]
-    only = torch.zeros(q + 1, dtype=torch.bool, device=acts[where.write].device)
-    only[source.position] = True
-    nodes = source_nodes(source.sae, sae, acts[where.read][0], acts[where.write][0], values, only)
-    key = node_keys(sae, torch.tensor([source.position]), torch.tensor([source.feature]))
-    match = (node_keys(sae, nodes.positions, nodes.features) == key.to(nodes.positions.device)).nonzero().flatten()
+    """What ablating the source node adds at its write hook, at its position (as the rankings build it; only
+    its position is encoded)."""
+    where, p = hooks.site(sae), source.position
+    at = BaselineValues(base.features[p : p + 1], base.error[p : p + 1], base.widens)
+    read, write = acts[where.read][0, p : p + 1], acts[where.write][0, p : p + 1]
+    nodes = source_nodes(source.sae, sae, read, write, at, torch.ones(1, dtype=torch.bool, device=write.device))
+    match = (nodes.features == source.feature).nonzero().flatten()
     if len(match) == 0:
         raise FeatureLensError(
             f"Feature {source.feature} of '{source.sae}' is not active at position {source.position} (nor on the "
@@ -241,18 +273,18 @@ def _changes_at_heads(
     tokens: Tensor,
     covered: set[str],
     write: str,
-    position: int,
-    delta: Float[Tensor, " d_write"],
+    changes: list[tuple[int, Float[Tensor, " d_write"]]],
     open_layers: list[int],
-) -> dict[int, Float[Tensor, "pos n_heads d_head"]]:
-    """One forward-mode pass of the frozen model: the change each open attention layer's `hook_z` gets from the
-    source's `delta` (at its write hook and position) along every path."""
+) -> dict[int, Float[Tensor, "batch pos n_heads d_head"]]:
+    """One forward-mode pass of the frozen model, one batch row per (position, delta) in `changes` at `write`: the
+    change each open attention layer's `hook_z` gets from it along every path."""
     if not open_layers:
         return {}
 
     def perturb(act: Tensor) -> Tensor:
         tangent = torch.zeros_like(act)
-        tangent[0, position] = hooks.unflat(model, delta.to(act.dtype), write)
+        for row, (position, delta) in enumerate(changes):
+            tangent[row, position] = hooks.unflat(model, delta.to(act.dtype), write)
         return fwad.make_dual(held(act) if write in covered else act, tangent)
 
     edits: dict[str, Edit] = {hook: held for hook in [*frozen_hooks(model), *(covered - {write})]}
@@ -260,10 +292,11 @@ def _changes_at_heads(
     wanted = [_z_hook(layer) for layer in open_layers]
     out = {}
     with torch.no_grad(), fwad.dual_level():
-        acts = run(model, tokens, capture=wanted, stop_at=max(wanted, key=hooks.order), edits=edits)
+        batch = tokens.expand(len(changes), -1)
+        acts = run(model, batch, capture=wanted, stop_at=max(wanted, key=hooks.order), edits=edits)
         for layer, hook in zip(open_layers, wanted, strict=True):
             primal, tangent = fwad.unpack_dual(acts[hook])
-            out[layer] = (torch.zeros_like(primal) if tangent is None else tangent)[0].clone()
+            out[layer] = (torch.zeros_like(primal) if tangent is None else tangent).clone()
     return out
 
 

@@ -152,3 +152,25 @@ def test_dfa_refuses_other_saes_and_bad_positions(model, saes):
         direct_feature_attribution(model, saes["L1.transcoder"], PROMPT, feature=0, position=Q)
     with pytest.raises(FeatureLensError, match="out of range"):
         direct_feature_attribution(model, saes["L1.attn_z"], PROMPT, feature=0, position=99)
+
+
+@pytest.mark.parametrize("baseline", ["zero", "corrupt"])
+def test_many_edges_at_once_equal_each_alone(model, saes, strongest, baseline):
+    """One shared backward pass and one batched forward-mode pass per source SAE give each edge's own split."""
+    from feature_lens_core.heads import head_loadings_many
+    from tests.helpers import CORRUPT
+
+    target = _target("L2.resid_pre", strongest)
+    chosen = {n: saes[n] for n in ["L0.resid_pre", "L0.transcoder", "L1.transcoder", "L2.resid_pre"]}
+    options = {"baseline": baseline, "corrupt_prompt": CORRUPT if baseline == "corrupt" else None}
+    frame = rank(model, chosen, PROMPT, target, direction="upstream", method="direct", **options)
+    rows = frame.groupby(["sae", "kind"]).head(2)
+    sources = [FeatureRef(r.sae, r.feature, r.position) for r in rows.itertuples()]
+    together = head_loadings_many(model, chosen, PROMPT, sources, target, **options)
+    for source, row, split in zip(sources, rows.itertuples(), together, strict=True):
+        alone = head_loadings(model, chosen, PROMPT, source, target, **options)
+        assert split.source == str(source)
+        assert split.edge == pytest.approx(row.score, rel=1e-6, abs=1e-12)
+        assert split.residual == pytest.approx(alone.residual, rel=1e-9, abs=1e-14)
+        got, expected = (torch.tensor(s.heads.score.to_numpy()) for s in (split, alone))
+        torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-14)
