@@ -397,3 +397,46 @@ def histogram_bars(
         )
         .properties(height=180, description=f"{title}: a histogram of {value}")
     )
+
+
+def dfa_heatmap(terms: pd.DataFrame, title: str) -> alt.TopLevelMixin:
+    """Direct feature attribution as a heatmap: one column per source token, one row per head, each cell that
+    (token, head)'s contribution to an attention SAE feature's pre-activation, on a diverging scale at zero.
+
+    Expects the core's DFA columns: position, token, head, score (one row per cell).
+    """
+    data = terms.copy()
+    data["tick"] = [f"{p} {display_token(t)}" for p, t in zip(data["position"], data["token"], strict=True)]
+    extent = _symmetric_extent(_numbers(data, "score"))
+    token_only = "slice(datum.value, indexof(datum.value, ' ') + 1)"
+    return readable(
+        alt.Chart(data, title=title)
+        .mark_rect()
+        .encode(
+            x=alt.X(
+                "tick:N",
+                sort=None,
+                title="source token",
+                axis=alt.Axis(labelExpr=token_only, labelAngle=-45, labelLimit=90, labelOverlap="greedy"),
+            ),
+            y=alt.Y("head:O", title="head"),
+            color=alt.Color(
+                "score:Q",
+                scale=alt.Scale(scheme=DIVERGING_SCHEME, domain=[-extent, extent], domainMid=0),
+                legend=alt.Legend(title="contribution", orient="bottom", gradientLength=160),
+            ),
+            tooltip=[
+                alt.Tooltip("position:Q"),
+                alt.Tooltip("token:N"),
+                alt.Tooltip("head:O"),
+                alt.Tooltip("score:Q", format="+.4f", title="contribution"),
+            ],
+        )
+        # fit-x: the width fits the page and the height is the cells' own (Streamlit's default, fit, would squeeze
+        # the rows into the height left after the rotated token labels and the legend).
+        .properties(
+            height=26 * max(1, len(set(data["head"]))),
+            autosize=alt.AutoSizeParams(type="fit-x", contains="padding"),
+            description=f"{title}: source tokens by heads",
+        )
+    )

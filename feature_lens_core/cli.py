@@ -1,4 +1,4 @@
-"""The command line: `python -m feature_lens_core saes|activations|rank|graph|batch ...`.
+"""The command line: `python -m feature_lens_core saes|activations|rank|graph|batch|qk ...`.
 
 Results go to stdout as JSON (a list of row objects), CSV or a plain table. Any bad input exits
 with status 2 and one line on stderr saying what to change; never a traceback.
@@ -20,7 +20,7 @@ from sae_lens import SAE
 from tqdm import tqdm
 from transformer_lens import HookedTransformer
 
-from feature_lens_core import batch, connectome, hooks, loading
+from feature_lens_core import batch, connectome, hooks, loading, qk
 from feature_lens_core.errors import FeatureLensError
 from feature_lens_core.files import write_atomically
 from feature_lens_core.options import BASELINES, DIRECTIONS, GRAPH_DIRECTIONS, METHODS
@@ -29,6 +29,7 @@ from feature_lens_core.targets import FeatureRef, LogitDiffRef, LogitRef, Target
 
 FORMATS = ("json", "csv", "table")
 GRAPH_FORMATS = ("json", "table", "circuit-tracer")  # a graph is two tables, or circuit-tracer's graph file
+QK_TABLES = ("pairs", "query", "key")  # query-term x key-term products, or one side's terms
 SAE_COLUMNS = ["name", "hook", "hook_out", "layer", "kind", "d_sae"]
 
 
@@ -57,7 +58,7 @@ def _feature(text: str) -> FeatureRef:
 def parser() -> argparse.ArgumentParser:
     """The `feature_lens_core` argument parser with its three commands."""
     main = _Parser(prog="python -m feature_lens_core", description="Rank SAE features that cause each other.")
-    commands = main.add_subparsers(dest="command", required=True, metavar="{saes,activations,rank,graph,batch}")
+    commands = main.add_subparsers(dest="command", required=True, metavar="{saes,activations,rank,graph,batch,qk}")
 
     def command(name: str, help: str, formats: tuple[str, ...] = FORMATS) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help, description=help)
@@ -118,6 +119,18 @@ def parser() -> argparse.ArgumentParser:
     many.add_argument("--per-prompt", help="Parquet file for the per-prompt edge rows too")
     many.add_argument("--executor", choices=("serial", "ray"), default="serial", help="where the prompts run")
     many.add_argument("--ray-address", help="ray.init address: 'auto' joins this machine's cluster (--executor ray)")
+
+    scores = command(
+        "qk", "Why one head attends from a query position to a key position: its pre-softmax score in features."
+    )
+    scores.add_argument("--prompt", required=True)
+    scores.add_argument("--layer", required=True, type=int, help="the attention layer")
+    scores.add_argument("--head", required=True, type=int)
+    scores.add_argument("--query-pos", required=True, type=int, help="the position that attends (0 is BOS)")
+    scores.add_argument("--key-pos", required=True, type=int, help="the position attended to (at most --query-pos)")
+    scores.add_argument("--saes", required=True, help="comma-separated SAE names to write the residual streams in")
+    scores.add_argument("--show", choices=QK_TABLES, default="pairs", help="which table (default: pairs)")
+    scores.add_argument("--top-k", type=_positive, default=20, help="keep the N largest rows (default 20)")
     return main
 
 
@@ -210,6 +223,9 @@ def _run(args: argparse.Namespace) -> None:
     if args.command == "batch":
         _batch(model, args)
         return
+    if args.command == "qk":
+        _qk(model, args)
+        return
     frame = rank(
         *_request(model, args), direction=args.direction, **_shared(args), candidates=args.candidates, top_k=args.top_k
     )
@@ -231,8 +247,8 @@ def _shared(args: argparse.Namespace) -> dict[str, Any]:
     return {"method": args.method, "baseline": args.baseline, "corrupt_prompt": args.corrupt_prompt}
 
 
-def _load_saes(model_name: str, names_text: str, target: Target | str) -> dict[str, SAE]:
-    """The SAEs named in a comma-separated list, plus the target feature's own (an SAE name or a target)."""
+def _load_saes(model_name: str, names_text: str, target: Target | str | None) -> dict[str, SAE]:
+    """The SAEs named in a comma-separated list, plus the target feature's own (an SAE name or a target), if any."""
     names = [n.strip() for n in names_text.split(",") if n.strip()]
     own = target if isinstance(target, str) else target.sae if isinstance(target, FeatureRef) else None
     names += [own] if own is not None and own not in names else []
@@ -310,6 +326,25 @@ def _batch(model: HookedTransformer, args: argparse.Namespace) -> None:
     sys.stderr.write(
         f"wrote {len(result.edges)} edges from {len(prompts)} prompts ({len(result.occurrences)} occurrences of the "
         f"feature) to {args.out}\n"
+    )
+
+
+def _qk(model: HookedTransformer, args: argparse.Namespace) -> None:
+    found = qk.qk_attribution(
+        model,
+        _load_saes(args.model, args.saes, None),
+        args.prompt,
+        layer=args.layer,
+        head=args.head,
+        query_position=args.query_pos,
+        key_position=args.key_pos,
+        top_pairs=args.top_k,
+    )
+    tables = {"pairs": found.pairs, "query": found.queries, "key": found.keys}
+    _write(tables[args.show].head(args.top_k), args.format)
+    sys.stderr.write(
+        f"layer {found.layer} head {found.head}, query {found.query_position} -> key {found.key_position}: "
+        f"pre-softmax score {found.score:.6g}, attention weight {found.pattern:.4g}\n"
     )
 
 

@@ -3,7 +3,17 @@
 import pandas as pd
 import streamlit as st
 
-from feature_lens_app import charts, frame, interactions, loading, orientation, resources, state, token_panel
+from feature_lens_app import (
+    attention_panel,
+    charts,
+    frame,
+    interactions,
+    loading,
+    orientation,
+    resources,
+    state,
+    token_panel,
+)
 from feature_lens_app.boundary import shown_errors
 
 CHART_BARS = 12  # bars per chart, so both charts fit above the fold at 1440x900
@@ -46,6 +56,7 @@ if tokens is not None:
     if where is not None:
         with shown_errors("reading the prompt's features"):
             token_panel.active_features(view, tokens, where)
+    attention_panel.dfa_section(view)  # only for a target of an attention SAE
     resources.prefetch_other_methods(view)  # so that switching the method is instant
 
 if shown:

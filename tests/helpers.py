@@ -9,6 +9,8 @@ fire on a typical token. Everything is float64 so that exactness tests can be ti
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -324,3 +326,22 @@ def leftover(model, saes, names: list[str]) -> torch.Tensor:
         else:
             total += sae.b_dec
     return total.detach()
+
+
+@contextmanager
+def head_held(model: HookedTransformer, prompt: str, layer: int, head: int) -> Iterator[None]:
+    """Inside the block, head `head` of layer `layer` outputs its clean `hook_z` whatever its input: a permanent
+    hook, so that `frozen_derivative` run inside it measures the paths that avoid that head."""
+    hook = f"blocks.{layer}.attn.hook_z"
+    clean = cache_of(model, prompt)[hook]
+
+    def hold(act, hook):
+        act = act.clone()
+        act[:, :, head] = clean[:, : act.shape[1], head]
+        return act
+
+    model.add_hook(hook, hold, is_permanent=True)
+    try:
+        yield
+    finally:
+        model.reset_hooks(including_permanent=True)
