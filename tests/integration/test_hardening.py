@@ -28,6 +28,7 @@ from feature_lens_core.files import write_atomically
 pytestmark = pytest.mark.integration
 EX = EXAMPLES[0]
 TARGET = flc.FeatureRef(EX.sae, EX.feature, EX.position)
+SPEC = flc.FeatureSpec(EX.sae)
 
 
 @pytest.fixture(scope="module")
@@ -97,13 +98,11 @@ MORE_API_CASES = {
         "Say where to rank with FeatureSpec",
     ),
     "rank_many min_score that is text": (
-        lambda m, s: flc.rank_many(
-            m, s, [EX.prompt], flc.FeatureSpec(EX.sae), direction="upstream", method="direct", min_score=bad("x")
-        ),
+        lambda m, s: flc.rank_many(m, s, [EX.prompt], SPEC, direction="upstream", method="direct", min_score=bad("x")),
         "min_score must be a number of at least 0 (got 'x')",
     ),
     "rank_many with saes None": (
-        lambda m, s: flc.rank_many(m, bad(None), [EX.prompt], flc.FeatureSpec(EX.sae), direction="up", method="direct"),
+        lambda m, s: flc.rank_many(m, bad(None), [EX.prompt], SPEC, direction="upstream", method="direct"),
         "No SAEs were given",
     ),
     "direction of strings": (
