@@ -53,7 +53,7 @@ def read_capped(path: Path, *, what: str, max_bytes: int) -> bytes:
         if size > max_bytes:
             raise FeatureLensError(f"{what} is {mib(size)}; at most {mib(max_bytes)} is read. Give a smaller file.")
         with path.open("rb") as file:
-            return file.read(max_bytes + 1)[:max_bytes]  # a file that grew since stat is cut, then fails to parse
+            return file.read(size)  # what stat saw: a file that grows meanwhile is cut, then fails to parse
     except OSError as exc:
         raise FeatureLensError(f"{what} could not be read ({exc.strerror or exc}).") from exc
 
