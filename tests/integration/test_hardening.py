@@ -29,6 +29,7 @@ pytestmark = pytest.mark.integration
 EX = EXAMPLES[0]
 TARGET = flc.FeatureRef(EX.sae, EX.feature, EX.position)
 SPEC = flc.FeatureSpec(EX.sae)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -248,7 +249,7 @@ def test_cli_batch_on_a_full_disk_keeps_the_previous_output_and_the_finished_pro
 
 
 def _start_batch(out: Path, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "-m", "feature_lens_core", *INTERRUPTED, "--out", str(out), *extra]
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -303,3 +304,17 @@ def test_an_interrupted_batch_keeps_its_finished_prompts_and_resumes_without_rer
     resumed = pd.read_parquet(out)
     assert len(resumed) == len(alone.edges) > 0
     pd.testing.assert_frame_equal(resumed, alone.edges, check_dtype=False, atol=1e-6)
+
+
+@pytest.mark.unit
+def test_every_test_the_reliability_page_cites_exists() -> None:
+    """docs/reliability.md names the test behind each claim (`file.py::test`, or `::test` for the file named
+    last); a renamed or removed test must not leave a claim without one."""
+    tests = {path.name: path.read_text() for path in ROOT.joinpath("tests").rglob("test_*.py")}
+    cited, missing, file = 0, [], None
+    for match in re.finditer(r"(test_\w+\.py)?::(test_\w+)", ROOT.joinpath("docs", "reliability.md").read_text()):
+        file = match.group(1) or file
+        cited += 1
+        if file not in tests or not re.search(rf"def {match.group(2)}\(", tests[file]):
+            missing.append(f"{file}::{match.group(2)}")
+    assert cited > 50 and not missing, missing
