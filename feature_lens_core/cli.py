@@ -282,6 +282,8 @@ def _batch(model: HookedTransformer, args: argparse.Namespace) -> None:
     for path in outputs:
         if not path.parent.is_dir():
             raise FeatureLensError(f"Cannot write '{path}': folder '{path.parent}' does not exist.")
+        if path.is_dir():  # refused now, not after every prompt has run
+            raise FeatureLensError(f"Cannot write '{path}': it is a folder. Give a file name such as edges.parquet.")
     if args.ray_address and args.executor != "ray":
         raise FeatureLensError("--ray-address needs --executor ray.")
     prompts = batch.read_prompts(args.prompts) if args.prompts else batch.held_out_prompts(args.held_out, args.length)

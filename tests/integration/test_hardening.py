@@ -220,6 +220,12 @@ def test_cli_batch_on_ray_without_a_cluster_says_so_in_one_line(run_cli, tmp_pat
     assert time.perf_counter() - start < 10 and not list(tmp_path.iterdir())
 
 
+def test_cli_batch_refuses_an_output_that_is_a_folder_before_running(run_cli, tmp_path: Path):
+    start = time.perf_counter()
+    code, _, err = run_cli(*BATCH, "--held-out", "2", "--length", "12", "--out", str(tmp_path))
+    assert code == 2 and err.count("\n") == 1 and "it is a folder" in err and time.perf_counter() - start < 10
+
+
 def test_cli_batch_on_a_full_disk_keeps_the_previous_output_and_the_finished_prompts(
     run_cli, tmp_path: Path, monkeypatch
 ):
