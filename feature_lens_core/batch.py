@@ -21,7 +21,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import shutil
 import socket
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -338,10 +337,6 @@ class PartFolder:
                 f"Cannot keep prompt {index}'s result in '{self.folder}': {exc.strerror or exc}. The prompts kept "
                 "before it are intact: free some space, then resume."
             ) from exc
-
-    def remove(self) -> None:
-        """Delete the folder, once the run's results are written elsewhere."""
-        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def finished_count(folder: str | Path) -> int:
