@@ -19,6 +19,9 @@ elsewhere), and `rank_many` adds the per-prompt rows up:
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
+import socket
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +34,9 @@ from sae_lens import SAE
 from safetensors.torch import load_file
 from transformer_lens import HookedTransformer
 
-from feature_lens_core import feature_data, validation
+from feature_lens_core import feature_data, untrusted_files, validation
 from feature_lens_core.errors import FeatureLensError
+from feature_lens_core.files import write_atomically
 from feature_lens_core.options import DIRECTIONS, METHODS, BaselineKind, Direction, Method
 from feature_lens_core.ranking import activations, rank
 from feature_lens_core.targets import FeatureRef
@@ -57,6 +61,7 @@ EDGE_COLUMNS = [
 OCCURRENCE_COLUMNS = ["prompt", "position", "token", "feature", "activation"]
 
 Progress = Callable[[int, int], None]
+RAY_TIMEOUT_S = 3.0  # how long a Ray address has to answer a TCP connection
 
 
 class Executor(Protocol):
@@ -77,6 +82,21 @@ def _call(fn: Callable[[Any], Any], item: Any) -> Any:
     return fn(item)
 
 
+def _check_reachable(address: str) -> None:
+    """Refuse a Ray address that nothing answers at, before `ray.init` retries it for a minute, logging each try."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise FeatureLensError(f"Ray address {address!r} is not 'auto', 'HOST:PORT' or 'ray://HOST:PORT'.")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=RAY_TIMEOUT_S).close()
+    except (OSError, OverflowError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise FeatureLensError(
+            f"No Ray cluster answers at {address!r} ({reason}). Start one (`ray start --head`), give its address, "
+            "or run the batch serially."
+        ) from exc
+
+
 class RayExecutor:
     """Runs each task as a Ray task. The task function (the model and SAEs included) is put in Ray's object
     store once and shared by all tasks on a node.
@@ -95,7 +115,16 @@ class RayExecutor:
         except ImportError as exc:
             raise FeatureLensError("Ray is not installed: `pip install ray`, or run the batch serially.") from exc
         if not ray.is_initialized():
-            ray.init(address=self.address, **self.init_kwargs)
+            if self.address not in (None, "auto", "local"):
+                _check_reachable(self.address)
+            try:
+                ray.init(address=self.address, **self.init_kwargs)
+            except Exception as exc:  # ConnectionError, or any of Ray's own errors: none is a bug of the batch
+                raise FeatureLensError(
+                    f"Could not start or join Ray (address {self.address!r}): {type(exc).__name__}: "
+                    f"{' '.join(str(exc).split())[:200]} Start a cluster (`ray start --head`) or run the batch "
+                    "serially."
+                ) from exc
         remote = ray.remote(num_cpus=self.num_cpus)(_call)
         shared = ray.put(fn)
         refs = [remote.remote(shared, item) for item in items]
@@ -137,12 +166,13 @@ class PromptResult:
 @dataclass(frozen=True)
 class BatchResult:
     """`edges` (EDGE_COLUMNS, by anchor feature then |mean_score|), `per_prompt` (PER_PROMPT_COLUMNS),
-    `occurrences` (OCCURRENCE_COLUMNS) and the number of prompts run."""
+    `occurrences` (OCCURRENCE_COLUMNS), the number of prompts and how many of them were resumed."""
 
     edges: pd.DataFrame
     per_prompt: pd.DataFrame
     occurrences: pd.DataFrame
     n_prompts: int
+    resumed: int = 0  # how many prompts came from an interrupted run's PartFolder
 
 
 def occurrences(model: HookedTransformer, saes: Mapping[str, SAE], prompt: str, spec: FeatureSpec) -> pd.DataFrame:
@@ -215,7 +245,10 @@ def aggregate(per_prompt: pd.DataFrame, found: pd.DataFrame, saes: Mapping[str, 
     return edges.iloc[order][EDGE_COLUMNS].reset_index(drop=True)
 
 
-def _check(saes: Mapping[str, SAE], spec: FeatureSpec, settings: Settings) -> None:
+def _check(model: HookedTransformer, saes: Mapping[str, SAE], spec: object, settings: Settings) -> FeatureSpec:
+    validation.sae_set(model, saes)
+    if not isinstance(spec, FeatureSpec):
+        raise FeatureLensError(f"Say where to rank with FeatureSpec(sae, feature, at, ...), not {spec!r:.60}.")
     validation.choice(settings.direction, DIRECTIONS, "direction")
     validation.choice(settings.method, METHODS, "method")
     validation.choice(spec.at, AT, "position rule (at)")
@@ -230,6 +263,100 @@ def _check(saes: Mapping[str, SAE], spec: FeatureSpec, settings: Settings) -> No
         validation.index(spec.feature, "Feature", saes[spec.sae].cfg.d_sae, f"'{spec.sae}'")
     validation.count(spec.max_per_prompt, "max_per_prompt", optional=True)
     validation.count(settings.top_k, "top_k", optional=True)
+    validation.non_negative(settings.min_score, "min_score", optional=False)
+    return spec
+
+
+class PartFolder:
+    """The finished prompts of one batch run, two Parquet files per prompt in `folder`, so a run that is
+    interrupted (Ctrl-C, a kill, a crash) keeps them and a rerun with `resume=True` continues from them.
+
+    Each file is written whole or not at all, the edges file last, so a prompt counts as finished only once
+    both are complete. `run.json` records what the run is (`run`: model, SAEs, settings, a digest of the
+    prompts); a folder of another run is refused rather than mixed in.
+    """
+
+    RUN = "run.json"
+
+    def __init__(self, folder: str | Path, run: Mapping[str, object], *, resume: bool) -> None:
+        self.folder = Path(folder)
+        self.run = json.loads(json.dumps(run, sort_keys=True, default=str))
+        self.started = False
+        try:
+            recorded = self.folder / self.RUN
+            if not recorded.exists() or not finished_count(self.folder):
+                return  # nothing kept: the folder is (re)started when the first prompt finishes
+            if not resume:
+                raise FeatureLensError(
+                    f"'{self.folder}' holds the finished prompts of an earlier run that was interrupted. Resume it "
+                    "(--resume, or resume=True), or delete the folder to start again."
+                )
+            before = untrusted_files.read_json(recorded, what=f"'{recorded}'", max_bytes=2**20)
+            if before != self.run:
+                before = before if isinstance(before, dict) else {}
+                differ = sorted(k for k in {*before, *self.run} if before.get(k) != self.run.get(k))
+                raise FeatureLensError(
+                    f"'{self.folder}' holds an interrupted run with other settings ({', '.join(differ)} differ), so "
+                    "it cannot be resumed: give the same settings, or delete the folder to start again."
+                )
+            for leftover in self.folder.glob(".*.partial"):  # a write cut off by a kill
+                leftover.unlink()
+            self.started = True
+        except OSError as exc:
+            raise FeatureLensError(f"Cannot keep finished prompts in '{self.folder}': {exc.strerror or exc}.") from exc
+
+    def _paths(self, index: int) -> tuple[Path, Path]:
+        return self.folder / f"{index:06d}.occurrences.parquet", self.folder / f"{index:06d}.edges.parquet"
+
+    def finished(self, n_prompts: int) -> dict[int, PromptResult]:
+        """The results of the prompts (of the first `n_prompts`) that a previous run finished."""
+        done = {}
+        for index in range(n_prompts):
+            found, edges = self._paths(index)
+            if not edges.exists():
+                continue
+            try:
+                done[index] = PromptResult(pd.read_parquet(found), pd.read_parquet(edges))
+            except (OSError, ValueError) as exc:  # pyarrow's errors are OSErrors and ValueErrors
+                raise FeatureLensError(
+                    f"'{edges}' could not be read ({type(exc).__name__}). Delete it and resume to run it again."
+                ) from exc
+        return done
+
+    def save(self, index: int, result: PromptResult) -> None:
+        """Keep prompt `index`'s result; a failure (a full disk) leaves the prompts kept before intact."""
+        try:
+            if not self.started:
+                self.folder.mkdir(exist_ok=True)
+                write_atomically(self.folder / self.RUN, lambda path: path.write_text(json.dumps(self.run, indent=1)))
+                self.started = True
+            for table, path in zip((result.occurrences, result.edges), self._paths(index), strict=True):
+                write_atomically(path, lambda temporary, table=table: table.to_parquet(temporary, index=False))
+        except OSError as exc:
+            raise FeatureLensError(
+                f"Cannot keep prompt {index}'s result in '{self.folder}': {exc.strerror or exc}. The prompts kept "
+                "before it are intact: free some space, then resume."
+            ) from exc
+
+
+def finished_count(folder: str | Path) -> int:
+    """How many prompts a `PartFolder` at `folder` holds."""
+    return len(list(Path(folder).glob("*.edges.parquet")))
+
+
+def run_record(
+    model: HookedTransformer, saes: Mapping[str, SAE], texts: list[str], spec: FeatureSpec, settings: Settings
+) -> dict[str, object]:
+    """What identifies a batch run, for `PartFolder`: the model, each SAE's name and hook, the settings and a
+    digest of the prompts."""
+    return {
+        "model": model.cfg.model_name,
+        "saes": {name: [sae.cfg.metadata.hook_name, sae.cfg.d_sae] for name, sae in saes.items()},
+        "spec": vars(spec),
+        "settings": vars(settings),
+        "prompts": hashlib.sha256("\n".join(texts).encode("utf-8")).hexdigest(),
+        "prompt_count": len(texts),
+    }
 
 
 def rank_many(
@@ -245,14 +372,18 @@ def rank_many(
     min_score: float = 0.0,
     executor: Executor | None = None,
     progress: Progress | None = None,
+    parts: str | Path | None = None,
+    resume: bool = False,
 ) -> BatchResult:
     """Rank the connections of `spec`'s feature on every prompt and aggregate them per edge.
 
     Every prompt is a task for `executor.map` (serial by default); `progress(done, total)` is called
-    after each prompt's result arrives. See the module docstring for the aggregation.
+    after each prompt's result arrives. See the module docstring for the aggregation. With `parts`, a
+    folder, each prompt's result is kept there as it arrives (`PartFolder`); `resume=True` then takes the
+    prompts an interrupted run finished from it instead of running them again.
     """
     settings = Settings(direction, method, baseline, top_k, min_score)
-    _check(saes, spec, settings)
+    spec = _check(model, saes, spec, settings)
     if isinstance(prompts, str) or not isinstance(prompts, Iterable):
         raise FeatureLensError("Give the prompts as a list of strings, not a single string.")
     texts = list(prompts)  # a generator is read once, here
@@ -260,17 +391,24 @@ def rank_many(
         raise FeatureLensError("Give at least one prompt (a list of strings).")
     for number, prompt in enumerate(texts, start=1):
         prompt_tokens(model, prompt, what=f"prompt {number}")
-    validation.sae_set(model, saes)
+    kept = None if parts is None else PartFolder(parts, run_record(model, saes, texts, spec, settings), resume=resume)
+    results = kept.finished(len(texts)) if kept else {}
+    resumed = len(results)
+    if progress is not None and resumed:
+        progress(resumed, len(texts))
+    todo = [(index, text) for index, text in enumerate(texts) if index not in results]
     task = functools.partial(rank_prompt, model, dict(saes), spec, settings)
-    results = []
-    for done, result in enumerate((executor or SerialExecutor()).map(task, list(enumerate(texts))), start=1):
-        results.append(result)
+    for (index, _), result in zip(todo, (executor or SerialExecutor()).map(task, todo), strict=True):
+        if kept is not None:
+            kept.save(index, result)
+        results[index] = result
         if progress is not None:
-            progress(done, len(texts))
-    found = pd.concat([r.occurrences for r in results], ignore_index=True)
-    edge_parts = [r.edges for r in results if not r.edges.empty]
+            progress(len(results), len(texts))
+    ordered = [results[index] for index in range(len(texts))]
+    found = pd.concat([r.occurrences for r in ordered], ignore_index=True)
+    edge_parts = [r.edges for r in ordered if not r.edges.empty]
     per_prompt = pd.concat(edge_parts, ignore_index=True) if edge_parts else pd.DataFrame(columns=PER_PROMPT_COLUMNS)
-    return BatchResult(aggregate(per_prompt, found, saes), per_prompt, found, len(texts))
+    return BatchResult(aggregate(per_prompt, found, saes), per_prompt, found, len(texts), resumed)
 
 
 def held_out_prompts(n: int, length: int = 32) -> list[str]:

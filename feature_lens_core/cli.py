@@ -10,6 +10,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -119,6 +120,11 @@ def parser() -> argparse.ArgumentParser:
     many.add_argument("--per-prompt", help="Parquet file for the per-prompt edge rows too")
     many.add_argument("--executor", choices=("serial", "ray"), default="serial", help="where the prompts run")
     many.add_argument("--ray-address", help="ray.init address: 'auto' joins this machine's cluster (--executor ray)")
+    many.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run: the prompts it finished (kept in OUT.parts/) are not run again",
+    )
 
     scores = command(
         "qk", "Why one head attends from a query position to a key position: its pre-softmax score in features."
@@ -292,28 +298,39 @@ def _batch(model: HookedTransformer, args: argparse.Namespace) -> None:
     for path in outputs:
         if not path.parent.is_dir():
             raise FeatureLensError(f"Cannot write '{path}': folder '{path.parent}' does not exist.")
+        if path.is_dir():  # refused now, not after every prompt has run
+            raise FeatureLensError(f"Cannot write '{path}': it is a folder. Give a file name such as edges.parquet.")
     if args.ray_address and args.executor != "ray":
         raise FeatureLensError("--ray-address needs --executor ray.")
     prompts = batch.read_prompts(args.prompts) if args.prompts else batch.held_out_prompts(args.held_out, args.length)
     sae_name, feature = args.feature
     executor = batch.RayExecutor(address=args.ray_address) if args.executor == "ray" else None
+    parts = outputs[0].with_name(f"{outputs[0].name}.parts")  # each finished prompt, until the outputs are written
     with tqdm(total=len(prompts), desc="prompts", unit="prompt", file=sys.stderr, disable=None) as bar:
 
         def advance(done: int, _total: int) -> None:
             bar.update(done - bar.n)
 
-        result = batch.rank_many(
-            model,
-            _load_saes(args.model, args.saes, sae_name),
-            prompts,
-            batch.FeatureSpec(sae_name, feature, args.at, args.max_per_prompt),
-            direction=args.direction,
-            method=args.method,
-            baseline=args.baseline,
-            top_k=args.top_k,
-            executor=executor,
-            progress=advance,
-        )
+        try:
+            result = batch.rank_many(
+                model,
+                _load_saes(args.model, args.saes, sae_name),
+                prompts,
+                batch.FeatureSpec(sae_name, feature, args.at, args.max_per_prompt),
+                direction=args.direction,
+                method=args.method,
+                baseline=args.baseline,
+                top_k=args.top_k,
+                executor=executor,
+                progress=advance,
+                parts=parts,
+                resume=args.resume,
+            )
+        except KeyboardInterrupt:
+            kept = batch.finished_count(parts)
+            raise KeyboardInterrupt(
+                f"{kept} of {len(prompts)} prompts are kept in '{parts}'; rerun the same command with --resume to go on"
+            ) from None
     settings = {k: v for k, v in vars(args).items() if k not in ("format", "command") and v is not None}
     tables = [result.edges, result.per_prompt][: len(outputs)]
     for table, path in zip(tables, outputs, strict=True):
@@ -322,10 +339,12 @@ def _batch(model: HookedTransformer, args: argparse.Namespace) -> None:
             write_atomically(path, lambda temporary, table=table: table.to_parquet(temporary, index=False))
         except OSError as exc:
             raise FeatureLensError(f"Cannot write '{path}': {exc.strerror or exc}.") from exc
+    shutil.rmtree(parts, ignore_errors=True)
     _write(result.edges.head(20), args.format)
+    resumed = f", {result.resumed} of them resumed" if result.resumed else ""
     sys.stderr.write(
-        f"wrote {len(result.edges)} edges from {len(prompts)} prompts ({len(result.occurrences)} occurrences of the "
-        f"feature) to {args.out}\n"
+        f"wrote {len(result.edges)} edges from {len(prompts)} prompts{resumed} ({len(result.occurrences)} "
+        f"occurrences of the feature) to {args.out}\n"
     )
 
 
@@ -355,6 +374,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FeatureLensError as exc:
         sys.stderr.write(f"error: {' '.join(str(exc).split())}\n")
         return 2
+    except KeyboardInterrupt as exc:  # Ctrl-C: one line (what was kept, for a batch), the status a shell expects
+        sys.stderr.write(f"interrupted{': ' if str(exc) else ''}{exc}\n")
+        return 130
     except Exception as exc:  # a bug, not bad input: still one line, unless debugging
         if os.environ.get("FEATURE_LENS_DEBUG"):
             raise

@@ -16,7 +16,6 @@ for every method, the graph and the batch runs, like any other SAE.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,11 +29,14 @@ from safetensors.torch import load as load_safetensors_bytes
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from feature_lens_core import hooks
+from feature_lens_core import hooks, untrusted_files
 from feature_lens_core.errors import FeatureLensError
 from feature_lens_core.methods.runner import run
 from feature_lens_core.validation import prompt_tokens
 
+MAX_DIRECTION_BYTES = 16 * 2**20  # a direction is one vector: 2**20 float64 numbers and a header fit
+MAX_DIRECTION_ELEMENTS = 2**20  # wider than any model's residual stream or n_heads * d_head
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 DIRECTION_HOOKS = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "attn.hook_z", "hook_mlp_out")
 POSITIONS = ("all", "last")
 
@@ -49,15 +51,23 @@ def _check_hook(model: HookedTransformer, hook: str) -> None:
 
 def _as_vector(model: HookedTransformer, hook: str, vector: Tensor | np.ndarray) -> Float[Tensor, " d"]:
     """`vector` as a finite, non-zero 1-D tensor of the hook's width, in the model's dtype."""
-    values = torch.as_tensor(np.asarray(vector) if not isinstance(vector, Tensor) else vector.detach())
-    values = values.squeeze()
+    if not isinstance(vector, Tensor):
+        try:
+            array = np.asarray(vector)
+        except (ValueError, TypeError) as exc:  # ragged nested lists
+            reason = " ".join(str(exc).split())
+            raise FeatureLensError(f"The direction must be an array of numbers ({reason}).") from exc
+        if array.dtype.kind not in "biufc":
+            raise FeatureLensError(f"The direction must be an array of real numbers, not of {array.dtype} values.")
+        vector = torch.as_tensor(array)
+    values = vector.detach().squeeze()
     width = hooks.hook_size(model, hook)
     if values.dim() != 1 or values.numel() != width:
         raise FeatureLensError(
             f"The direction has shape {tuple(values.shape)}, but '{hook}' holds vectors of size {width}"
             + (" (n_heads * d_head, heads first)." if hook.endswith("hook_z") else ".")
         )
-    if not values.is_floating_point() and not values.dtype.is_complex:
+    if values.dtype not in FLOAT_DTYPES and not values.dtype.is_complex:  # integers, bools, float8
         values = values.double()
     if values.dtype.is_complex or not torch.isfinite(values).all() or not values.any():
         raise FeatureLensError("The direction must be real, finite and not all zeros.")
@@ -135,26 +145,45 @@ def load_direction(source: str | Path | bytes, fmt: str | None = None, key: str 
     """A direction vector from a .npy file (no pickled objects) or a .safetensors file, as a tensor.
 
     `source` is a path, or the file's bytes with `fmt` "npy" or "safetensors" (as an upload gives them).
-    A safetensors file with several tensors needs `key`.
+    A safetensors file with several tensors needs `key`. The file must be at most `MAX_DIRECTION_BYTES` and
+    hold float16, (bfloat16,) float32 or float64 values, at most `MAX_DIRECTION_ELEMENTS` of them; a .npy
+    header is checked before anything is allocated.
     """
-    if not isinstance(source, bytes):
+    if isinstance(source, bytes):
+        what = f"The {fmt} direction"
+    elif isinstance(source, str | Path):
         path = Path(source)
         fmt = fmt or path.suffix.lstrip(".").lower()
-        if not path.is_file():
-            raise FeatureLensError(f"Direction file '{path}' does not exist.")
-        source = path.read_bytes()
+        what = f"Direction file '{path}'"
+    else:
+        raise FeatureLensError(f"Give a direction as a file path or the file's bytes, not a {type(source).__name__}.")
     if fmt not in ("npy", "safetensors"):
         raise FeatureLensError(f"Give a direction as a .npy or .safetensors file (got format {fmt!r}).")
+    if not isinstance(source, bytes):
+        source = untrusted_files.read_capped(Path(source), what=what, max_bytes=MAX_DIRECTION_BYTES)
+    elif len(source) > MAX_DIRECTION_BYTES:
+        raise FeatureLensError(
+            f"{what} is {untrusted_files.mib(len(source))}; at most {untrusted_files.mib(MAX_DIRECTION_BYTES)} is "
+            "read. A direction is one vector."
+        )
+    if fmt == "npy":
+        return torch.from_numpy(untrusted_files.read_npy(source, what=what, max_elements=MAX_DIRECTION_ELEMENTS))
     try:
-        if fmt == "npy":
-            return torch.from_numpy(np.load(io.BytesIO(source), allow_pickle=False))
         tensors = load_safetensors_bytes(source)
     except (ValueError, OSError, SafetensorError) as exc:
         raise FeatureLensError(f"Could not read the {fmt} direction: {' '.join(str(exc).split())}") from exc
     if key is None and len(tensors) == 1:
-        return next(iter(tensors.values()))
+        key = next(iter(tensors))
     if key not in tensors:
         raise FeatureLensError(
             f"The safetensors file holds {', '.join(sorted(tensors)) or 'no tensors'}: name the one to use (key)."
         )
-    return tensors[key]
+    vector = tensors[key]
+    if vector.dtype not in FLOAT_DTYPES:
+        raise FeatureLensError(
+            f"{what} holds {str(vector.dtype).removeprefix('torch.')} values. A direction must be float16, bfloat16, "
+            "float32 or float64: convert it before saving."
+        )
+    if vector.numel() > MAX_DIRECTION_ELEMENTS:
+        raise FeatureLensError(f"{what} has {vector.numel()} elements; at most {MAX_DIRECTION_ELEMENTS} are read.")
+    return vector

@@ -8,17 +8,18 @@ locally (logit effects) is computed; the rest is reported as unavailable.
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from jaxtyping import Float
 from sae_lens import SAE
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from feature_lens_core import untrusted_files, validation
 from feature_lens_core.errors import FeatureLensError
 from feature_lens_core.logit_effects import logit_effects
 from feature_lens_core.zoo import paths
@@ -60,20 +61,71 @@ class FeatureCard:
     suppressed: list[tuple[str, float]] = field(default_factory=list)
 
 
+# What each tensor of feature_data.safetensors is: floating point or integer, and its number of dimensions
+# ([d_sae] or [d_sae, k]); tensors in one group share their shape.
+SHIPPED = {
+    "density": (True, 1),
+    "mean_activation": (True, 1),
+    "top_index": (False, 2),
+    "top_position": (False, 2),
+    "top_activation": (True, 2),
+    "boosted": (False, 2),
+    "boosted_value": (True, 2),
+    "suppressed": (False, 2),
+    "suppressed_value": (True, 2),
+}
+SHAPE_GROUPS = (("top_index", "top_position", "top_activation"), ("boosted", "boosted_value"))
+SHAPE_GROUPS += (("suppressed", "suppressed_value"),)
+LABELS_MAX_BYTES = 64 * 2**20  # a few hundred bytes per label for a million features
+
+
 def _folder(sae: SAE) -> Path | None:
     folder = sae.cfg.metadata.local_folder
     return Path(folder) if folder and (Path(folder) / "feature_data.safetensors").exists() else None
 
 
 @functools.cache
-def _shipped(folder: Path) -> dict[str, Tensor]:
-    return load_file(str(folder / "feature_data.safetensors"))
+def _shipped(folder: Path, d_sae: int) -> dict[str, Tensor]:
+    """feature_data.safetensors, checked against SHIPPED and the SAE's d_sae before any of it is indexed."""
+    where = f"SAE folder '{folder}': feature_data.safetensors"
+    try:
+        data = load_file(str(folder / "feature_data.safetensors"))
+    except (OSError, SafetensorError) as exc:
+        raise FeatureLensError(
+            f"{where} could not be read ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}). It is not a "
+            "complete safetensors file; rebuild it or remove it (the dashboards then show what can be computed)."
+        ) from exc
+    for name, (floating, dims) in SHIPPED.items():
+        tensor = data.get(name)
+        kind = "floating-point" if floating else "integer"
+        if tensor is None or tensor.dim() != dims or tensor.shape[0] != d_sae or tensor.is_floating_point() != floating:
+            found = "missing" if tensor is None else f"{tensor.dtype} of shape {tuple(tensor.shape)}"
+            raise FeatureLensError(
+                f"{where}: '{name}' must be {kind} of shape [d_sae{', k' if dims == 2 else ''}] with d_sae = {d_sae} "
+                f"(found {found}). Rebuild it for this SAE or remove it."
+            )
+    for group in SHAPE_GROUPS:
+        if len({data[name].shape for name in group}) > 1:
+            raise FeatureLensError(f"{where}: {', '.join(group)} must have the same shape. Rebuild it or remove it.")
+    if data["top_index"].max() >= len(_held_out_tokens()) or data["top_index"].min() < -1:
+        raise FeatureLensError(f"{where}: top_index points outside the held-out text. Rebuild it or remove it.")
+    return data
 
 
 @functools.cache
-def _labels(folder: Path) -> tuple[str, ...]:
+def _labels(folder: Path, d_sae: int) -> tuple[str, ...]:
+    """labels.json (a list of d_sae strings) if it exists, else ()."""
     path = folder / "labels.json"
-    return tuple(json.loads(path.read_text())) if path.exists() else ()
+    if not path.exists():
+        return ()
+    what = f"SAE folder '{folder}': labels.json"
+    labels = untrusted_files.read_json(path, what=what, max_bytes=LABELS_MAX_BYTES)
+    if not isinstance(labels, list) or len(labels) != d_sae or not all(isinstance(label, str) for label in labels):
+        found = f"a list of {len(labels)}" if isinstance(labels, list) else f"a JSON {type(labels).__name__}"
+        raise FeatureLensError(
+            f"{what} must be a list of {d_sae} strings, one label per feature (found {found}). Fix it or remove it."
+        )
+    return tuple(labels)
 
 
 @functools.cache
@@ -82,9 +134,20 @@ def _held_out_tokens() -> Tensor:
 
 
 def shipped_data(sae: SAE) -> dict[str, Tensor] | None:
-    """The SAE's shipped `feature_data.safetensors` (see docs/model-zoo.md), or None where it ships none."""
+    """The SAE's shipped `feature_data.safetensors` (see docs/model-zoo.md), checked, or None where it ships none."""
     folder = _folder(sae)
-    return _shipped(folder) if folder else None
+    return _shipped(folder, sae.cfg.d_sae) if folder else None
+
+
+def _shipped_labels(sae: SAE) -> tuple[str, ...]:
+    folder = _folder(sae)
+    return _labels(folder, sae.cfg.d_sae) if folder else ()
+
+
+def check(sae: SAE) -> None:
+    """Read and check the feature data shipped beside the SAE's weights, if any (`FeatureLensError` if broken)."""
+    shipped_data(sae)
+    _shipped_labels(sae)
 
 
 def has_feature_data(sae: SAE) -> bool:
@@ -100,29 +163,31 @@ def mean_activations(sae: SAE) -> Float[Tensor, " d_sae"]:
             f"The 'mean' baseline needs each feature's mean activation, and SAE "
             f"'{sae.cfg.metadata.hook_name}' ships none. Use baseline 'zero' or 'corrupt'."
         )
-    return _shipped(folder)["mean_activation"].to(sae.W_dec.dtype)
+    return _shipped(folder, sae.cfg.d_sae)["mean_activation"].to(sae.W_dec.dtype)
 
 
 def feature_labels(sae: SAE) -> list[str]:
     """A short label per feature: shipped automatic labels, or empty strings."""
-    folder = _folder(sae)
-    labels = _labels(folder) if folder else ()
+    labels = _shipped_labels(sae)
     return list(labels) if labels else [""] * sae.cfg.d_sae
 
 
 def feature_label(sae: SAE, feature: int) -> str:
     """One feature's label, or `#feature` when none is known."""
-    folder = _folder(sae)
-    labels = _labels(folder) if folder else ()
+    validation.index(feature, "Feature", sae.cfg.d_sae, "this SAE")
+    labels = _shipped_labels(sae)
     return labels[feature] if labels else f"#{feature}"
 
 
 def feature_card(model: HookedTransformer, sae: SAE, feature: int, k: int = 8) -> FeatureCard:
     """The dashboard of `feature`: shipped data where it exists, logit effects computed for any SAE."""
-    if not 0 <= feature < sae.cfg.d_sae:
-        raise FeatureLensError(f"Feature {feature} is out of range: this SAE has features 0 to {sae.cfg.d_sae - 1}.")
+    validation.sae_set(model, {"sae": sae})
+    validation.index(feature, "Feature", sae.cfg.d_sae, "this SAE")
+    if validation.count(k, "k") > model.cfg.d_vocab:  # type: ignore[operator]  # count() checked the type
+        raise FeatureLensError(f"k must be at most the vocabulary size, {model.cfg.d_vocab} (got {k}).")
     tokenizer = model.tokenizer
-    assert tokenizer is not None
+    if tokenizer is None:
+        raise FeatureLensError("This model has no tokenizer, so a dashboard cannot show text. Load it with one.")
 
     def text(ids: Tensor) -> str:
         return str(tokenizer.decode(ids.tolist()))
@@ -144,7 +209,13 @@ def feature_card(model: HookedTransformer, sae: SAE, feature: int, k: int = 8) -
                 for i, v in zip(effects.suppressed[feature], effects.suppressed_value[feature], strict=True)
             ],
         )
-    data = _shipped(folder)
+    data = _shipped(folder, sae.cfg.d_sae)
+    token_ids = torch.cat([data["boosted"][feature], data["suppressed"][feature]])
+    if len(token_ids) and (token_ids.min() < 0 or token_ids.max() >= model.cfg.d_vocab):
+        raise FeatureLensError(
+            f"SAE folder '{folder}': feature_data.safetensors names tokens outside this model's vocabulary "
+            f"(0 to {model.cfg.d_vocab - 1}). It was built for another model: rebuild it or remove it."
+        )
     tokens = _held_out_tokens()
     examples = []
     for index, position, activation in zip(

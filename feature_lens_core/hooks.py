@@ -137,7 +137,11 @@ def hook_size(model: HookedTransformer, hook: str) -> int:
 
 
 def check_fits(model: HookedTransformer, name: str, sae: SAE) -> Site:
-    """The SAE's site, after checking that its hooks exist in `model` and its widths match them."""
+    """The SAE's site, after checking the types, that its hooks exist in `model` and its widths match them."""
+    if not isinstance(model, HookedTransformer):
+        raise FeatureLensError(f"The model must be a HookedTransformer (load it with load_model), not {model!r:.60}.")
+    if not isinstance(sae, SAE):
+        raise FeatureLensError(f"SAE '{name}' is a {type(sae).__name__}, not an SAE. Load it with load_sae.")
     where = site(sae)
     for hook in {where.read, where.write}:
         if hook not in model.hook_dict:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import difflib
 import functools
-import json
 import os
 import socket
 import sys
@@ -25,7 +24,7 @@ from sae_lens import SAE
 from safetensors import SafetensorError, safe_open
 from transformer_lens import HookedTransformer
 
-from feature_lens_core import catalog
+from feature_lens_core import catalog, feature_data, untrusted_files, validation
 from feature_lens_core.errors import FeatureLensError
 from feature_lens_core.zoo import paths
 from feature_lens_core.zoo.model import load_model_folder
@@ -46,6 +45,7 @@ PICKLE_LOADERS = frozenset({"connor_rob_hook_z", "goodfire", "deepseek_r1", "qwe
 ONLINE_ONLY_LOADERS = frozenset({"gemma_3"})
 # TransformerLens reads these organisations' models from pickled .pth checkpoints.
 PICKLE_MODEL_ORGS = ("NeelNanda/", "ArthurConmy/", "Baidicoot/")
+CFG_MAX_BYTES = 2**20  # SAE-Lens writes a few hundred bytes; a stranger's cfg.json is read only up to this
 _hub_down_until = 0.0
 _offline_lock = threading.Lock()
 
@@ -120,6 +120,11 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
     return DTYPES[name]
 
 
+def _check_name(name: object, what: str, example: str) -> None:
+    if not isinstance(name, str) or not name.strip():
+        raise FeatureLensError(f"The {what} must be a non-empty string such as {example!r}, not {_short(name)}.")
+
+
 def _builtin_offer() -> str:
     return (
         f"Use the built-in model instead: model '{catalog.BUILTIN_MODEL}' with its SAEs "
@@ -188,6 +193,7 @@ def load_model(
         >>> model.cfg.n_layers, model.cfg.device, model.cfg.dtype
         (3, 'cpu', torch.float32)
     """
+    _check_name(name, "model name", catalog.BUILTIN_MODEL)
     where, precision = str(resolve_device(device)), resolve_dtype(dtype)
     if name == catalog.BUILTIN_MODEL:
         return _builtin_model(where, precision)
@@ -235,11 +241,13 @@ def load_sae(
     from the local Hugging Face cache. The returned SAE always has `cfg.metadata.hook_name` (and
     `hook_name_out` for a transcoder) set. Weights are read from safetensors or plain arrays (.npz) only.
     """
+    _check_name(model, "model name", catalog.BUILTIN_MODEL)
+    _check_name(name, "SAE name", "L0.resid_pre")
     where, precision = str(resolve_device(device)), resolve_dtype(dtype)
     if model == catalog.BUILTIN_MODEL and name in catalog.builtin_sae_names():
         return _load_folder(paths.SAES_DIR / name, where, precision)
     folder = Path(name).expanduser()
-    if folder.is_dir() or name.startswith(("/", "./", "~")):
+    if _is_dir(folder) or name.startswith(("/", "./", "~")):
         return _load_folder(folder, where, precision)
     entry = catalog.hub_sae(name)
     if entry is None:
@@ -283,12 +291,73 @@ def _one_line(exc: Exception) -> str:
     return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
 
 
+def _is_dir(path: Path) -> bool:
+    """Whether `path` is a folder; False, not an OSError, for a name the filesystem cannot hold (too long)."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
+def _check_cfg(folder: Path, cfg: dict[str, object], shapes: dict[str, tuple[int, ...]]) -> None:
+    """Refuse a cfg.json whose values have the wrong type or whose sizes disagree with the weights' shapes.
+
+    Run before SAE-Lens builds the SAE, so that a crafted d_sae cannot make it allocate more than the weights
+    file holds, and a hook name that is not a string never reaches a regex.
+    """
+    where = f"SAE folder '{folder}': cfg.json"
+    metadata = cfg.get("metadata", {})
+    if not isinstance(metadata, dict):
+        raise FeatureLensError(f"{where}'s metadata must be a JSON object, not {_short(metadata)}.")
+    for key in ("d_in", "d_sae", "d_out"):
+        if key in cfg and not (validation.whole(cfg[key]) and cfg[key] >= 1):  # type: ignore[operator]
+            raise FeatureLensError(f"{where}: {key} must be a whole number of at least 1, not {_short(cfg[key])}.")
+    for source, key in ((cfg, "hook_name"), (cfg, "hook_point"), (metadata, "hook_name"), (metadata, "hook_name_out")):
+        if source.get(key) is not None and not isinstance(source[key], str):
+            raise FeatureLensError(
+                f"{where}: {key} must be a hook name such as 'blocks.0.hook_resid_pre' (a string), "
+                f"not {_short(source[key])}."
+            )
+    if not isinstance(cfg.get("architecture", ""), str):
+        raise FeatureLensError(f"{where}: architecture must be a name such as 'standard' or 'topk'.")
+    missing = [name for name in ("W_enc", "W_dec") if name not in shapes]
+    if missing:
+        raise FeatureLensError(
+            f"SAE folder '{folder}': sae_weights.safetensors lacks {' and '.join(missing)}, which every SAE-Lens SAE "
+            "has. Save it with SAE-Lens (`sae.save_model(folder)`)."
+        )
+    d_in, d_sae = cfg.get("d_in"), cfg.get("d_sae")
+    expected = {"W_enc": (d_in, d_sae), "W_dec": (d_sae, cfg.get("d_out", d_in))}
+    for name, shape in expected.items():
+        if None not in shape and shapes[name] != shape:
+            raise FeatureLensError(
+                f"SAE folder '{folder}': its weights do not fit its cfg.json ({name} is "
+                f"{' x '.join(map(str, shapes[name]))}, but d_in {d_in} and d_sae {d_sae} make it "
+                f"{' x '.join(map(str, shape))}). Check d_in, d_sae and d_out in cfg.json against the weights."
+            )
+
+
+def _check_k(folder: Path, sae: SAE) -> None:
+    """A TopK SAE keeps k features per token: k must be a whole number from 1 to d_sae."""
+    k = getattr(sae.cfg, "k", None)
+    if k is not None and not (validation.whole(k) and 1 <= k <= sae.cfg.d_sae):
+        raise FeatureLensError(
+            f"SAE folder '{folder}': cfg.json's k (how many features a TopK SAE keeps per token) is {_short(k)}; it "
+            f"must be a whole number from 1 to d_sae ({sae.cfg.d_sae})."
+        )
+
+
 def _load_folder(folder: Path, device: str, dtype: torch.dtype) -> SAE:
     """Load an SAE-Lens folder, refusing anything but `cfg.json` + `sae_weights.safetensors`.
 
     Each file is checked on its own first, so a broken folder is reported by which file is wrong and how.
     """
-    if not folder.is_dir():
+    if not _is_dir(folder):
         raise FeatureLensError(f"SAE folder '{folder}' does not exist. Give a folder with {' and '.join(SAE_FILES)}.")
     missing = [f for f in SAE_FILES if not (folder / f).is_file()]
     if missing:
@@ -296,22 +365,19 @@ def _load_folder(folder: Path, device: str, dtype: torch.dtype) -> SAE:
             f"SAE folder '{folder}' lacks {', '.join(missing)}. feature-lens reads SAE-Lens's format "
             f"({' + '.join(SAE_FILES)}) and never unpickles .pt files; convert with `sae.save_model(folder)`."
         )
-    try:
-        cfg = json.loads((folder / "cfg.json").read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FeatureLensError(
-            f"SAE folder '{folder}': cfg.json could not be read as JSON ({_one_line(exc)}). Fix or regenerate it."
-        ) from exc
+    what = f"SAE folder '{folder}': cfg.json"
+    cfg = untrusted_files.read_json(folder / "cfg.json", what=what, max_bytes=CFG_MAX_BYTES)
     if not isinstance(cfg, dict):
-        raise FeatureLensError(f"SAE folder '{folder}': cfg.json must hold a JSON object of SAE-Lens settings.")
+        raise FeatureLensError(f"{what} must hold a JSON object of SAE-Lens settings.")
     try:
-        with safe_open(str(folder / "sae_weights.safetensors"), framework="pt"):
-            pass
+        with safe_open(str(folder / "sae_weights.safetensors"), framework="pt") as weights:
+            shapes = {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}  # noqa: SIM118
     except (OSError, SafetensorError) as exc:
         raise FeatureLensError(
             f"SAE folder '{folder}': sae_weights.safetensors could not be read ({_one_line(exc)}). It is not a "
             "complete safetensors file: it may be truncated or corrupt; copy it again."
         ) from exc
+    _check_cfg(folder, cfg, shapes)
     try:
         sae = SAE.load_from_disk(folder, device=device).to(dtype=dtype)  # read as the folder says, then cast
     except Exception as exc:  # a user's folder can fail in any library layer; report, don't crash
@@ -319,6 +385,7 @@ def _load_folder(folder: Path, device: str, dtype: torch.dtype) -> SAE:
             f"SAE folder '{folder}': its weights do not fit its cfg.json ({_one_line(exc)[:300]}). "
             "Check d_in, d_sae, architecture and dtype in cfg.json against the weights."
         ) from exc
+    _check_k(folder, sae)
     if not sae.cfg.metadata.hook_name:
         hook = cfg.get("hook_name") or cfg.get("hook_point")
         if not hook:
@@ -326,4 +393,5 @@ def _load_folder(folder: Path, device: str, dtype: torch.dtype) -> SAE:
         sae.cfg.metadata.hook_name = hook
     # Remembered (not saved) so shipped feature data beside the weights can be found.
     sae.cfg.metadata.local_folder = str(folder.resolve())
+    feature_data.check(sae)
     return sae.eval()

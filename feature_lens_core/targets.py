@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from feature_lens_core.errors import FeatureLensError
 
 # Signed numbers parse, so that the range check (which names the valid range) is the one to report them.
-_TEXT = re.compile(r"^(?P<sae>.+):(?P<feature>-?\d+)@(?P<position>-?\d+)$")
+_TEXT = re.compile(r"^(?P<sae>.+):(?P<feature>-?\d{1,18})@(?P<position>-?\d{1,18})$")  # 18 digits: any index fits
 ERROR_NODE = "error"  # a node id's feature part for an SAE's reconstruction-error node
 
 
@@ -93,7 +93,7 @@ Target = FeatureRef | LogitRef | LogitDiffRef
 """Everything a ranking can be about."""
 LogitTarget = LogitRef | LogitDiffRef
 
-_LOGIT = re.compile(r"^logit\[(?P<inside>.+)\]@(?P<position>-?\d+)$", re.DOTALL)
+_LOGIT = re.compile(r"^logit\[(?P<inside>.+)\]@(?P<position>-?\d{1,18})$", re.DOTALL)
 
 
 def _token(text: str) -> str | int:

@@ -61,12 +61,13 @@ def index(value: object, what: str, size: int, where: str) -> int:
     return value  # type: ignore[return-value]
 
 
-def non_negative(value: object, what: str) -> float | None:
-    """`value` as a number of at least 0, or None."""
-    if value is None:
+def non_negative(value: object, what: str, *, optional: bool = True) -> float | None:
+    """`value` as a number of at least 0 (None passes when `optional`)."""
+    if value is None and optional:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-        raise FeatureLensError(f"{what} must be a number of at least 0, or None (got {value!r}).")
+        alternative = ", or None" if optional else ""
+        raise FeatureLensError(f"{what} must be a number of at least 0{alternative} (got {value!r}).")
     return float(value)
 
 
@@ -83,11 +84,7 @@ def prompt_tokens(model: HookedTransformer, prompt: object, what: str = "prompt"
         raise FeatureLensError(f"The {what} must be text (a str), not a {type(prompt).__name__}.")
     if not prompt.strip():
         raise FeatureLensError(f"The {what} is empty. Give some text to run the model on.")
-    if any("\ud800" <= char <= "\udfff" for char in prompt):
-        raise FeatureLensError(
-            f"The {what} contains a lone surrogate (text that is not valid Unicode, as a non-UTF-8 byte becomes on "
-            "a command line). Give the text as UTF-8."
-        )
+    _valid_unicode(prompt, what)
     if model.tokenizer is None:
         raise FeatureLensError("This model has no tokenizer, so it cannot read text prompts. Load it with one.")
     tokens = model.to_tokens(prompt, truncate=False)
@@ -99,13 +96,20 @@ def prompt_tokens(model: HookedTransformer, prompt: object, what: str = "prompt"
     return tokens
 
 
+def _valid_unicode(text: str, what: str) -> None:
+    """Refuse lone surrogates, which tokenizers cannot encode."""
+    if any("\ud800" <= char <= "\udfff" for char in text):
+        raise FeatureLensError(
+            f"The {what} contains a lone surrogate (text that is not valid Unicode, as a non-UTF-8 byte becomes on "
+            "a command line). Give the text as UTF-8."
+        )
+
+
 def sae_set(model: HookedTransformer, saes: object) -> Mapping[str, SAE]:
     """`saes` if it is a non-empty mapping from names to SAEs that fit `model`."""
     if not isinstance(saes, Mapping) or not saes:
         raise FeatureLensError("No SAEs were given. Pass a dict from name to SAE, the chosen feature's included.")
     for name, sae in saes.items():
-        if not isinstance(sae, SAE):
-            raise FeatureLensError(f"SAE '{name}' is a {type(sae).__name__}, not an SAE. Load it with load_sae.")
         hooks.check_fits(model, name, sae)
     return saes
 
@@ -151,6 +155,7 @@ def token_id(model: HookedTransformer, token: object) -> int:
         return index(token, "Token id", d_vocab, "the vocabulary")
     if not isinstance(token, str) or not token:
         raise FeatureLensError(f"A logit's token must be a non-empty string or a token id, not {token!r}.")
+    _valid_unicode(token, "logit's token")
     if model.tokenizer is None:
         raise FeatureLensError("This model has no tokenizer, so a token must be given as an id.")
     ids = model.to_tokens(token, prepend_bos=False)[0].tolist()

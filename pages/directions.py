@@ -6,6 +6,7 @@ import feature_lens_core as flc
 from feature_lens_app import frame, loading, resources, state, token_panel
 from feature_lens_app.boundary import shown_errors
 from feature_lens_app.markup import code
+from feature_lens_core.directions import MAX_DIRECTION_BYTES
 
 LOVE = "O my love, my sweet love, I love thee dearly\nKiss me, sweet heart, for love is gentle"
 WAR = "To arms! The battle rages and the soldiers fight\nDraw your swords and strike the enemy down"
@@ -52,6 +53,11 @@ if made:
         if source == "file":
             if upload is None:
                 raise flc.FeatureLensError("Choose a .npy or .safetensors file to upload.")
+            if upload.size > MAX_DIRECTION_BYTES:  # refused before its bytes are read
+                raise flc.FeatureLensError(
+                    f"'{upload.name}' is {upload.size / 2**20:.3g} MiB; a direction file is one vector, at most "
+                    f"{MAX_DIRECTION_BYTES // 2**20} MiB."
+                )
             name = resources.direction_from_file(
                 view.model, hook, upload.getvalue(), upload.name.rsplit(".", 1)[-1], title
             )

@@ -155,7 +155,7 @@ def test_load_direction_reads_npy_and_safetensors(tmp_path, vector):
     with pytest.raises(FeatureLensError, match="name the one to use"):
         load_direction(tmp_path / "two.safetensors")
     np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    with pytest.raises(FeatureLensError, match="Could not read the npy direction"):
+    with pytest.raises(FeatureLensError, match="holds object values"):
         load_direction(tmp_path / "objects.npy")
     (tmp_path / "v.pt").write_bytes(b"x")
     with pytest.raises(FeatureLensError, match=r"\.npy or \.safetensors"):
