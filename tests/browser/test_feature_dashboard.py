@@ -21,11 +21,12 @@ def test_the_feature_page_draws_histograms_and_shaded_examples(page, server: str
     page.goto(f"{server}/feature?{urlencode(query)}")
     page.get_by_text("Nearest features by decoder direction").wait_for(timeout=WAIT_MS)
     helpers.wait_idle(page)
-    charts = page.get_by_test_id("stVegaLiteChart")
-    assert charts.count() == 2
+    # The chart component's code loads on first use, after the run has ended: wait for the bars themselves (a
+    # count taken at once found no chart on the loaded CI machine).
     for chart in range(2):  # the activation histogram, then the logit histogram
         helpers.bars(page, chart).first.wait_for(timeout=WAIT_MS)
         assert helpers.bars(page, chart).count() >= 10
+    assert page.get_by_test_id("stVegaLiteChart").count() == 2
     # The visible tab's examples: ten, each with its own token outlined and its tokens shaded.
     examples = page.locator("div[style*='display:flex'] span[style*='outline:2px solid']")
     assert examples.count() >= 10
