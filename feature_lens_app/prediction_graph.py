@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from feature_lens_app import charts, circuits, interactions, state
+from feature_lens_app import attention_panel, charts, circuits, interactions, state
 from feature_lens_app.boundary import shown_errors
 from feature_lens_core.attribution_graph import TOKEN_NODE
 from feature_lens_core.connectome import LOGIT_NODE, Graph
@@ -66,6 +66,7 @@ def draw(view: state.ViewState, tokens: list[str]) -> None:
     st.caption(f"{len(found.nodes)} nodes, {len(found.edges)} edges" + (f" ({shown})." if shown else "."))
     _scores(found)
     _edge_check(view, found)
+    attention_panel.graph_heads(view, found, tokens)
     name = "feature-lens-graph-prediction"
     st.download_button(
         "Download as a circuit-tracer graph file",

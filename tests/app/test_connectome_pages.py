@@ -20,9 +20,26 @@ def test_graph_page_opens_on_the_prediction_with_circuit_tracers_scores(open_app
     assert [m.label for m in at.metric] == ["Replacement score", "Completeness score"]
     assert all(0 <= float(m.value.rstrip("%")) <= 100 for m in at.metric)
     assert any("The model's next token" in m.value for m in at.markdown)
-    edges = at.dataframe[0].value
-    assert len(edges) > 0 and {"source", "target", "score", "hop"} <= set(edges.columns)
+    tables = [frame.value for frame in at.dataframe]
+    edges = next(t for t in tables if {"source", "target", "score", "hop"} <= set(t.columns))
+    assert len(edges) > 0
     assert edges.target.str.startswith("logit[").any()  # edges end at the predicted tokens
+    # Every attention layer is covered by the default set: no edge runs through a head, and the page says so.
+    assert any("no edge runs through a head" in i.value for i in at.info)
+    # One head's attention score split into query and key features.
+    sides = [t for t in tables if {"kind", "score"} <= set(t.columns)]
+    assert len(sides) == 2 and all(len(side) > 0 for side in sides)
+    at.number_input(key="qk_layer").set_value(0).run()
+    assert_healthy(at)
+    assert not errors(at), errors(at)
+
+
+def test_graph_page_splits_edges_through_an_uncovered_attention_layer_by_head(open_app) -> None:
+    at = open_app("graph", saes="L0.attn_z,L0.mlp_out,L1.attn_z,L1.mlp_out,L2.mlp_out")  # L2's attention left open
+    assert_healthy(at)
+    assert not errors(at), errors(at)
+    heads = next(frame.value for frame in at.dataframe if "top heads" in frame.value.columns)
+    assert len(heads) > 0 and heads["top heads"].str.contains("L2H").any()
 
 
 def test_graph_page_draws_a_target_features_graph_and_its_faithfulness(open_app) -> None:
