@@ -24,8 +24,9 @@ def test_graph_page_opens_on_the_prediction_with_circuit_tracers_scores(open_app
     edges = next(t for t in tables if {"source", "target", "score", "hop"} <= set(t.columns))
     assert len(edges) > 0
     assert edges.target.str.startswith("logit[").any()  # edges end at the predicted tokens
-    # Every attention layer is covered by the default set: no edge runs through a head, and the page says so.
-    assert any("no edge runs through a head" in i.value for i in at.info)
+    # Transcoders leave attention open: the edges into the prediction split by the head that carries them.
+    heads = next(t for t in tables if "top heads" in t.columns)
+    assert len(heads) > 0 and heads["top heads"].str.match(r"L\dH\d").any()
     # One head's attention score split into query and key features.
     sides = [t for t in tables if {"kind", "score"} <= set(t.columns)]
     assert len(sides) == 2 and all(len(side) > 0 for side in sides)
@@ -34,12 +35,13 @@ def test_graph_page_opens_on_the_prediction_with_circuit_tracers_scores(open_app
     assert not errors(at), errors(at)
 
 
-def test_graph_page_splits_edges_through_an_uncovered_attention_layer_by_head(open_app) -> None:
-    at = open_app("graph", saes="L0.attn_z,L0.mlp_out,L1.attn_z,L1.mlp_out,L2.mlp_out")  # L2's attention left open
+def test_with_attention_covered_the_page_says_no_edge_runs_through_a_head(open_app) -> None:
+    at = open_app("graph")
+    at.segmented_control(key="graph_node_set").set_value("sidebar").run()  # attention and MLP output SAEs
     assert_healthy(at)
     assert not errors(at), errors(at)
-    heads = next(frame.value for frame in at.dataframe if "top heads" in frame.value.columns)
-    assert len(heads) > 0 and heads["top heads"].str.contains("L2H").any()
+    assert any("no edge runs through a head" in i.value for i in at.info)
+    assert [m.label for m in at.metric] == ["Replacement score", "Completeness score"]
 
 
 def test_graph_page_draws_a_target_features_graph_and_its_faithfulness(open_app) -> None:
