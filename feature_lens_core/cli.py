@@ -22,6 +22,7 @@ from tqdm import tqdm
 from transformer_lens import HookedTransformer
 
 from feature_lens_core import batch, connectome, hooks, loading, qk
+from feature_lens_core.attribution_graph import attribution_graph
 from feature_lens_core.errors import FeatureLensError
 from feature_lens_core.files import write_atomically
 from feature_lens_core.options import BASELINES, DIRECTIONS, GRAPH_DIRECTIONS, METHODS
@@ -93,7 +94,7 @@ def parser() -> argparse.ArgumentParser:
         GRAPH_FORMATS,
     )
     graph.add_argument("--prompt", required=True)
-    _target_arguments(graph)
+    _target_arguments(graph, prediction=True)
     graph.add_argument("--saes", required=True, help="comma-separated SAE names to expand through (NAME[,NAME...])")
     graph.add_argument("--direction", choices=GRAPH_DIRECTIONS, default="upstream")
     graph.add_argument("--method", choices=METHODS, default="attribution")
@@ -102,6 +103,12 @@ def parser() -> argparse.ArgumentParser:
     graph.add_argument("--threshold", type=_non_negative, help="keep only edges with |score| at least this")
     graph.add_argument("--baseline", choices=BASELINES, default="zero")
     graph.add_argument("--corrupt-prompt", help="same token length as --prompt (for --baseline corrupt)")
+    graph.add_argument(
+        "--node-threshold", type=float, default=0.8, help="with --prediction: share of influence nodes keep (0.8)"
+    )
+    graph.add_argument(
+        "--edge-threshold", type=float, default=0.98, help="with --prediction: share of influence edges keep (0.98)"
+    )
 
     many = command("batch", "Rank one feature's connections on many prompts, aggregated per edge, into Parquet.")
     prompts = many.add_mutually_exclusive_group(required=True)
@@ -140,10 +147,17 @@ def parser() -> argparse.ArgumentParser:
     return main
 
 
-def _target_arguments(command: argparse.ArgumentParser) -> None:
-    """--feature, or --logit TOKEN [--logit-other TOKEN] --position P."""
+def _target_arguments(command: argparse.ArgumentParser, *, prediction: bool = False) -> None:
+    """--feature, or --logit TOKEN [--logit-other TOKEN] --position P (or, with `prediction`, --prediction)."""
     which = command.add_mutually_exclusive_group(required=True)
     which.add_argument("--feature", type=_feature, help="NAME:FEATURE@POSITION (position 0 is BOS)")
+    if prediction:
+        which.add_argument(
+            "--prediction",
+            action="store_true",
+            help="the whole prompt's attribution graph of the next-token prediction (circuit-tracer's graph), "
+            "pruned by influence",
+        )
     which.add_argument("--logit", metavar="TOKEN", help="the next-token logit of TOKEN (one token; mind its space)")
     command.add_argument("--logit-other", metavar="TOKEN", help="with --logit: rank logit(TOKEN) - logit(OTHER)")
     command.add_argument("--position", type=int, help="with --logit: the position whose next token it predicts")
@@ -262,14 +276,25 @@ def _load_saes(model_name: str, names_text: str, target: Target | str | None) ->
 
 
 def _graph(model: HookedTransformer, args: argparse.Namespace) -> None:
-    found = connectome.build_graph(
-        *_request(model, args),
-        direction=args.direction,
-        **_shared(args),
-        hops=args.hops,
-        threshold=args.threshold,
-        node_budget=args.node_budget,
-    )
+    if args.prediction:
+        if args.logit_other is not None or args.position is not None:
+            raise FeatureLensError("--logit-other and --position go with --logit; --prediction is the last token's.")
+        found = attribution_graph(
+            model,
+            _load_saes(args.model, args.saes, None),
+            args.prompt,
+            node_threshold=args.node_threshold,
+            edge_threshold=args.edge_threshold,
+        )
+    else:
+        found = connectome.build_graph(
+            *_request(model, args),
+            direction=args.direction,
+            **_shared(args),
+            hops=args.hops,
+            threshold=args.threshold,
+            node_budget=args.node_budget,
+        )
     if args.format == "circuit-tracer":
         sys.stdout.write(found.to_circuit_tracer_json() + "\n")
         return
@@ -279,6 +304,8 @@ def _graph(model: HookedTransformer, args: argparse.Namespace) -> None:
         records = {
             "target": found.target,
             "faithfulness": None if faith is None else {**vars(faith), "score": score},
+            "scores": None if found.scores is None else vars(found.scores),
+            "pruned_scores": None if found.pruned_scores is None else vars(found.pruned_scores),
             "nodes": json.loads(found.nodes.to_json(orient="records", force_ascii=False) or "[]"),
             "edges": json.loads(found.edges.to_json(orient="records", force_ascii=False) or "[]"),
         }
@@ -290,6 +317,12 @@ def _graph(model: HookedTransformer, args: argparse.Namespace) -> None:
         sys.stdout.write(
             f"faithfulness {faith.score:.4g} (target {faith.full:.4g} clean, {faith.empty:.4g} with every node "
             f"ablated, {faith.kept:.4g} with only the graph's nodes kept)\n"
+        )
+    if found.scores is not None and found.pruned_scores is not None:
+        full, pruned = found.scores, found.pruned_scores
+        sys.stdout.write(
+            f"replacement {pruned.replacement:.4g} (full graph {full.replacement:.4g}), completeness "
+            f"{pruned.completeness:.4g} (full graph {full.completeness:.4g})\n"
         )
 
 

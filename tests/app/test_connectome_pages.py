@@ -20,9 +20,28 @@ def test_graph_page_opens_on_the_prediction_with_circuit_tracers_scores(open_app
     assert [m.label for m in at.metric] == ["Replacement score", "Completeness score"]
     assert all(0 <= float(m.value.rstrip("%")) <= 100 for m in at.metric)
     assert any("The model's next token" in m.value for m in at.markdown)
-    edges = at.dataframe[0].value
-    assert len(edges) > 0 and {"source", "target", "score", "hop"} <= set(edges.columns)
+    tables = [frame.value for frame in at.dataframe]
+    edges = next(t for t in tables if {"source", "target", "score", "hop"} <= set(t.columns))
+    assert len(edges) > 0
     assert edges.target.str.startswith("logit[").any()  # edges end at the predicted tokens
+    # Transcoders leave attention open: the edges into the prediction split by the head that carries them.
+    heads = next(t for t in tables if "top heads" in t.columns)
+    assert len(heads) > 0 and heads["top heads"].str.match(r"L\dH\d").any()
+    # One head's attention score split into query and key features.
+    sides = [t for t in tables if {"kind", "score"} <= set(t.columns)]
+    assert len(sides) == 2 and all(len(side) > 0 for side in sides)
+    at.number_input(key="qk_layer").set_value(0).run()
+    assert_healthy(at)
+    assert not errors(at), errors(at)
+
+
+def test_with_attention_covered_the_page_says_no_edge_runs_through_a_head(open_app) -> None:
+    at = open_app("graph")
+    at.segmented_control(key="graph_node_set").set_value("sidebar").run()  # attention and MLP output SAEs
+    assert_healthy(at)
+    assert not errors(at), errors(at)
+    assert any("no edge runs through a head" in i.value for i in at.info)
+    assert [m.label for m in at.metric] == ["Replacement score", "Completeness score"]
 
 
 def test_graph_page_draws_a_target_features_graph_and_its_faithfulness(open_app) -> None:

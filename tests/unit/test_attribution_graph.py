@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from feature_lens_core import cli
 from feature_lens_core.attribution_graph import AttributionGraph, adjacency, attribution_graph
 from feature_lens_core.connectome import EDGE_COLUMNS, NODE_COLUMNS
 from feature_lens_core.errors import FeatureLensError
@@ -236,3 +237,34 @@ def test_circuit_tracers_pruning_and_scores_agree(built, tmp_path: Path):
     scores = single.scores()
     assert scores.replacement == pytest.approx(theirs["replacement"], rel=1e-5)
     assert scores.completeness == pytest.approx(theirs["completeness"], rel=1e-5)
+
+
+def test_the_cli_builds_the_prediction_graph(toy_model, capsys):
+    transcoders = "L0.transcoder,L1.transcoder,L2.transcoder"
+    status = cli.main(
+        ["graph", "--model", "toy", "--prompt", "To be, or not to be", "--prediction", "--saes", transcoders]
+        + ["--format", "json"]
+    )
+    assert status == 0
+    found = json.loads(capsys.readouterr().out)
+    assert found["target"].startswith("logit[")
+    assert 0 <= found["pruned_scores"]["replacement"] <= 1 and 0 <= found["scores"]["completeness"] <= 1
+    assert {node["kind"] for node in found["nodes"]} <= {"feature", "error", "token", "logit"}
+    assert (
+        cli.main(
+            [
+                "graph",
+                "--model",
+                "toy",
+                "--prompt",
+                "To be",
+                "--prediction",
+                "--saes",
+                transcoders,
+                "--node-threshold",
+                "2",
+            ]
+        )
+        == 2
+    )
+    assert "node_threshold must be a number from 0 to 1" in capsys.readouterr().err
