@@ -117,7 +117,7 @@ def _scores(found: Graph) -> None:
     full, pruned, kept = found.scores, found.pruned_scores, found.faithfulness
     if full is None or pruned is None:
         return
-    first, second = st.columns(2)
+    first, second, third = st.columns(3)
     first.metric(
         "Replacement score",
         f"{pruned.replacement:.0%}",
@@ -131,22 +131,20 @@ def _scores(found: Graph) -> None:
         help=f"Full graph: {full.completeness:.0%}. Each node's inputs that are not error nodes, averaged with "
         "weights (how much the node matters to the prediction).",
     )
-    st.caption(
-        "circuit-tracer's two graph scores (its `graph.py`), for the pruned graph (the full graph's in each "
-        "tooltip). Both read the graph of direct edges: they say how much of it runs through features, not "
-        "whether switching features off in the real model does what the edges say (the check below does)."
-    )
     if kept is not None:
-        score = f"{kept.score:.0%}" if kept.score == kept.score else "n/a"
-        with st.expander(f"Ablation faithfulness: {score}"):
-            st.markdown(
-                f"Setting every SAE node outside the graph to zero leaves the top prediction's centred logit at "
-                f"**{kept.kept:.3f}** (clean run {kept.full:.3f}, every node zero {kept.empty:.3f}): "
-                "(kept − all zero) / (clean − all zero). It switches most of the prompt's nodes off at once, at "
-                "every position; where a graph keeps only a small share of them this takes the model far from "
-                "anything it saw (the six attention and MLP output SAEs on the worked prompt give −1840%, the "
-                "three transcoders 74%), so read it beside the edge check."
-            )
+        third.metric(
+            "Faithfulness",
+            f"{kept.score:.0%}" if kept.score == kept.score else "n/a",
+            help=f"Switching off every feature outside the graph leaves the top prediction's centred logit at "
+            f"{kept.kept:.3f} (clean run {kept.full:.3f}, every feature off {kept.empty:.3f}): (kept − all off) / "
+            "(clean − all off), in the local replacement model: attention patterns, LayerNorm scales and error "
+            "nodes held at their clean values, as circuit-tracer's interventions hold them.",
+        )
+    st.caption(
+        "Replacement and completeness are circuit-tracer's graph scores (its `graph.py`) for the pruned graph "
+        "(the full graph's in each tooltip): how much of the graph of direct edges runs through features. "
+        "Faithfulness switches features off for real, in the model with its attention and errors held."
+    )
 
 
 def _edge_check(view: state.ViewState, found: Graph) -> None:

@@ -486,9 +486,10 @@ def attribution_graph(
 ) -> Graph:
     """The pruned attribution graph of `prompt` (see `adjacency` and `AttributionGraph.prune`), as a `Graph`.
 
-    Its target is the most probable logit; `faithfulness` is that logit's when every node of the SAEs outside
-    the pruned graph is set to zero; `scores` and `pruned_scores` are the full and pruned graphs' replacement
-    and completeness scores.
+    Its target is the most probable logit; `faithfulness` is that logit's in the local replacement model
+    (`connectome.faithfulness(frozen=True)`: attention patterns, LayerNorm scales and error nodes at their clean
+    values) when every feature outside the pruned graph is set to zero; `scores` and `pruned_scores` are the
+    full and pruned graphs' replacement and completeness scores.
     """
     full = adjacency(
         model, saes, prompt, logit_probability=logit_probability, max_logits=max_logits, batch_size=batch_size
@@ -501,7 +502,7 @@ def attribution_graph(
     kept = kept.loc[kept.hop >= 0]  # tokens are always kept by pruning, but one with no kept edge draws nothing
     target = str(full.nodes.id.iloc[len(full.nodes) - full.n_logits])
     top = full.nodes.iloc[len(full.nodes) - full.n_logits]
-    faith = faithfulness(model, saes, prompt, LogitRef(int(top.feature), int(top.position)), kept)
+    faith = faithfulness(model, saes, prompt, LogitRef(int(top.feature), int(top.position)), kept, frozen=True)
     return Graph(
         kept.reset_index(drop=True),
         edges,

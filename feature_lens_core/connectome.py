@@ -16,6 +16,7 @@ same hook are applied in the order given).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Mapping
@@ -35,6 +36,7 @@ from feature_lens_core import feature_data, hooks, validation
 from feature_lens_core.errors import FeatureLensError
 from feature_lens_core.exclusive import exclusive
 from feature_lens_core.files import write_atomically
+from feature_lens_core.methods.linear import frozen_hooks
 from feature_lens_core.methods.runner import run
 from feature_lens_core.methods.types import Anchor, BaselineValues, LogitAnchor
 from feature_lens_core.options import (
@@ -170,10 +172,13 @@ def ablate_outside(
     target: Anchor | LogitAnchor,
     keep: Mapping[str, Bool[Tensor, "rows pos d_sae_plus_1"]],
     base: Mapping[str, BaselineValues],
+    held: Mapping[str, Tensor] | None = None,
 ) -> Float[Tensor, " rows"]:
     """The target's activation in one batched pass where row r keeps the nodes with `keep[name][r]` true and
     sets every other node of `universe` to its baseline. Column 0 of `keep` is the error node, column f + 1
-    feature f; `tokens` end at the target's position."""
+    feature f; `tokens` end at the target's position. `held` maps hooks (attention patterns, LayerNorm scales,
+    `ln_final.hook_scale` for a logit target) to clean activations (batch 1) that every row uses instead."""
+    held = held or {}
     rows = len(next(iter(keep.values())))
     read = target.read
     sites = {name: hooks.site(sae) for name, sae in universe.items()}
@@ -204,15 +209,21 @@ def ablate_outside(
 
         return edit
 
+    def hold(hook: str):
+        return lambda act: held[hook].expand_as(act)
+
+    final = held.get("ln_final.hook_scale")
     with torch.no_grad():
+        edits = {hook: hold(hook) for hook in held if hook in model.hook_dict and hook != "ln_final.hook_scale"}
         acts = run(
             model,
             tokens.expand(rows, -1),
             capture={read},
             stop_at=read,
-            edits={hook: edit_at(hook) for hook in set(writers) | stash},
+            edits=edits | {hook: edit_at(hook) for hook in set(writers) | stash},
         )
-        return target.value(acts[read][:, target.position])
+        scale = None if final is None else final[:, target.position].expand(rows, -1)
+        return target.value(acts[read][:, target.position], scale=scale)
 
 
 def faithfulness(
@@ -224,9 +235,14 @@ def faithfulness(
     *,
     baseline: BaselineKind = "zero",
     corrupt_prompt: str | None = None,
+    frozen: bool = False,
 ) -> Faithfulness:
     """How much of `target`'s activation the upstream `nodes` (rows with sae, feature, position; feature -1 for
     error nodes) explain when every other node of the SAEs upstream of it in `saes` is set to the baseline.
+
+    With `frozen`, in the local replacement model (circuit-tracer's setting for its graphs): attention patterns
+    and LayerNorm scales (ln_final's too) are held at their clean values and every error node at its clean
+    value, kept or not, so only features are ablated.
 
     Rows of other SAEs or later positions are ignored, so a Graph's nodes or a `rank` frame can be passed.
     """
@@ -257,9 +273,31 @@ def faithfulness(
         mask[2, positions, features + 1] = True
         keep[name] = mask
     anchor = anchor_of(model, saes, target)
+    held: dict[str, Tensor] = {}
+    if frozen:
+        held, base = _local_replacement(model, tokens, universe, base)
+        for mask in keep.values():
+            mask[1:, :, 0] = False  # each error node at its clean value (the baseline now holds it)
     with exclusive():
-        full, empty, kept = ablate_outside(model, tokens, universe, anchor, keep, base).tolist()
+        full, empty, kept = ablate_outside(model, tokens, universe, anchor, keep, base, held).tolist()
     return Faithfulness(full, empty, kept)
+
+
+def _local_replacement(
+    model: HookedTransformer, tokens: Tensor, universe: Mapping[str, SAE], base: Mapping[str, BaselineValues]
+) -> tuple[dict[str, Tensor], dict[str, BaselineValues]]:
+    """The clean attention patterns and LayerNorm scales to hold, and baselines whose error is the clean one."""
+    sites = {name: hooks.site(sae) for name, sae in universe.items()}
+    frozen = [*frozen_hooks(model), *(["ln_final.hook_scale"] if "ln_final.hook_scale" in model.hook_dict else [])]
+    wanted = {h for where in sites.values() for h in (where.read, where.write)}
+    with torch.no_grad():
+        clean = run(model, tokens, capture=set(frozen) | wanted)
+        errors = {
+            name: hooks.error(sae, clean[sites[name].read][0], clean[sites[name].write][0], sites[name].write)
+            for name, sae in universe.items()
+        }
+    held = {hook: clean[hook] for hook in frozen if hook in clean}
+    return held, {name: dataclasses.replace(base[name], error=errors[name]) for name in universe}
 
 
 def _expand(

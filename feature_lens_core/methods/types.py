@@ -39,11 +39,17 @@ class Anchor:
         """Modules besides the model whose weights the target's value depends on."""
         return (self.sae,)
 
-    def value(self, read_act: Float[Tensor, "*batch ..."], *, frozen_norm: bool = False) -> Float[Tensor, " *batch"]:
+    def value(
+        self,
+        read_act: Float[Tensor, "*batch ..."],
+        *,
+        frozen_norm: bool = False,
+        scale: Float[Tensor, "*batch 1"] | None = None,
+    ) -> Float[Tensor, " *batch"]:
         """The feature's activation from the activation at its read hook at its position (batch axes first).
 
-        An SAE encoder normalises nothing, so `frozen_norm` changes nothing here (see `LogitAnchor`)."""
-        del frozen_norm
+        An SAE encoder normalises nothing, so `frozen_norm` and `scale` change nothing here (see `LogitAnchor`)."""
+        del frozen_norm, scale
         return hooks.encode(self.sae, read_act)[..., self.feature]
 
 
@@ -70,17 +76,25 @@ class LogitAnchor:
         return ()
 
     def value(
-        self, read_act: Float[Tensor, "*batch d_model"], *, frozen_norm: bool = False
+        self,
+        read_act: Float[Tensor, "*batch d_model"],
+        *,
+        frozen_norm: bool = False,
+        scale: Float[Tensor, "*batch 1"] | None = None,
     ) -> Float[Tensor, " *batch"]:
         """The logit target from the final residual stream at its position (batch axes first).
 
         With `frozen_norm`, ln_final's scale is held constant (detached), so a gradient through this value is
-        the direct path's: ln_final as the linear map it is at the clean scale.
+        the direct path's: ln_final as the linear map it is at the clean scale. With `scale`, ln_final uses
+        that scale (a clean run's `ln_final.hook_scale` at the position) instead of the one `read_act` gives.
         """
         ln_final = self.model.ln_final
         scale_hook = getattr(ln_final, "hook_scale", None)
         handle = None
-        if frozen_norm and isinstance(scale_hook, nn.Module):
+        if scale is not None and isinstance(scale_hook, nn.Module):
+            held = scale
+            handle = scale_hook.register_forward_hook(lambda _module, _args, out: held.expand_as(out).to(out.dtype))
+        elif frozen_norm and isinstance(scale_hook, nn.Module):
             handle = scale_hook.register_forward_hook(lambda _module, _args, scale: scale.detach())
         try:
             normalized = ln_final(read_act)

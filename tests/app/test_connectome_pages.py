@@ -17,7 +17,7 @@ def test_graph_page_opens_on_the_prediction_with_circuit_tracers_scores(open_app
     assert not errors(at), errors(at)
     (key, spec) = next((k, s) for k, s in charts(at).items() if k.startswith("graph_"))
     assert any(p["name"] == "pick" for p in spec["params"])
-    assert [m.label for m in at.metric] == ["Replacement score", "Completeness score"]
+    assert [m.label for m in at.metric] == ["Replacement score", "Completeness score", "Faithfulness"]
     assert all(0 <= float(m.value.rstrip("%")) <= 100 for m in at.metric)
     assert any("The model's next token" in m.value for m in at.markdown)
     tables = [frame.value for frame in at.dataframe]
@@ -41,7 +41,7 @@ def test_with_attention_covered_the_page_says_no_edge_runs_through_a_head(open_a
     assert_healthy(at)
     assert not errors(at), errors(at)
     assert any("no edge runs through a head" in i.value for i in at.info)
-    assert [m.label for m in at.metric] == ["Replacement score", "Completeness score"]
+    assert [m.label for m in at.metric] == ["Replacement score", "Completeness score", "Faithfulness"]
 
 
 def test_graph_page_draws_a_target_features_graph_and_its_faithfulness(open_app) -> None:

@@ -17,7 +17,7 @@ import torch
 
 from feature_lens_core import cli
 from feature_lens_core.attribution_graph import AttributionGraph, adjacency, attribution_graph
-from feature_lens_core.connectome import EDGE_COLUMNS, NODE_COLUMNS
+from feature_lens_core.connectome import EDGE_COLUMNS, NODE_COLUMNS, faithfulness
 from feature_lens_core.errors import FeatureLensError
 from feature_lens_core.methods.linear import covered_blocks
 from feature_lens_core.ranking import has_side, rank
@@ -268,3 +268,23 @@ def test_the_cli_builds_the_prediction_graph(toy_model, capsys):
         == 2
     )
     assert "node_threshold must be a number from 0 to 1" in capsys.readouterr().err
+
+
+def test_frozen_faithfulness_is_exact_at_the_ends_and_linear_after_the_last_sae(model, saes):
+    """In the local replacement model (patterns, LayerNorm scales and errors at their clean values) keeping every
+    feature is the clean run, keeping none is the empty run, and dropping one feature of the last SAE changes the
+    logit by exactly its direct edge: nothing between its write and the logit responds any more."""
+    chosen = {name: saes[name] for name in SETS["blocks"]}
+    graph = adjacency(model, chosen, PROMPT, max_logits=1)
+    top = graph.nodes.loc[graph.nodes.kind == "logit"].iloc[0]
+    target = LogitRef(int(top.feature), int(top.position))
+    features = graph.nodes.loc[graph.nodes.kind == "feature"]
+    every = faithfulness(model, chosen, PROMPT, target, features, frozen=True)
+    assert every.kept == pytest.approx(every.full, rel=1e-9) and every.score == pytest.approx(1.0, rel=1e-9)
+    none = faithfulness(model, chosen, PROMPT, target, features.head(0), frozen=True)
+    assert none.kept == pytest.approx(none.empty, rel=1e-9)
+    last = features.loc[(features.sae == "L2.mlp_out") & (features.position == top.position)]
+    edges = _row(graph, str(top.id))
+    for node in last.head(3).itertuples():
+        without = faithfulness(model, chosen, PROMPT, target, features.loc[features.id != node.id], frozen=True)
+        assert without.full - without.kept == pytest.approx(edges[node.id], rel=1e-6, abs=1e-9)
