@@ -151,8 +151,9 @@ def word_tokenizer(d_vocab: int) -> PreTrainedTokenizerFast:
     return load_tokenizer(folder)
 
 
-def gpt2_workload() -> tuple[Workload, SAE]:
-    """The GPT-2-small-shaped workload, and the spare fourth SAE (loaded for the memory figure, never ranked)."""
+def gpt2_model(n_tokens: int = GPT2_PROMPT_TOKENS) -> tuple[HookedTransformer, str]:
+    """A GPT-2-small-shaped model with random weights (float32, CPU) and a prompt of `n_tokens` random words
+    (BOS included)."""
     cfg = HookedTransformerConfig(
         n_layers=12,
         d_model=768,
@@ -169,8 +170,14 @@ def gpt2_workload() -> tuple[Workload, SAE]:
     )
     model = HookedTransformer(cfg, tokenizer=word_tokenizer(cfg.d_vocab)).eval()
     generator = torch.Generator().manual_seed(0)
-    words = torch.randint(0, cfg.d_vocab - 1, (GPT2_PROMPT_TOKENS - 1,), generator=generator)
-    prompt = " ".join(f"w{i}" for i in words.tolist())
+    words = torch.randint(0, cfg.d_vocab - 1, (n_tokens - 1,), generator=generator)
+    return model, " ".join(f"w{i}" for i in words.tolist())
+
+
+def gpt2_workload() -> tuple[Workload, SAE]:
+    """The GPT-2-small-shaped workload, and the spare fourth SAE (loaded for the memory figure, never ranked)."""
+    model, prompt = gpt2_model()
+    cfg = model.cfg
     tokens = model.to_tokens(prompt)
     hooks = {str(layer): f"blocks.{layer}.hook_resid_pre" for layer in (*GPT2_LAYERS, GPT2_SPARE_LAYER)}
     torch.manual_seed(0)

@@ -258,9 +258,10 @@ def adjacency(
     order = sorted(saes, key=lambda name: (hooks.order(hooks.site(saes[name]).read), name))
     sites = {name: hooks.site(saes[name]) for name in order}
     wanted = {h for s in sites.values() for h in (s.read, s.write)}
+    final = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
     with exclusive(), torch.no_grad():
-        logits = model(tokens, return_type="logits")[0, -1]
-        clean = run(model, tokens, capture=wanted | {TOKEN_HOOK}, stop_at=max(wanted, key=hooks.order))
+        clean = run(model, tokens, capture=wanted | {TOKEN_HOOK, final})
+        logits = model.unembed(model.ln_final(clean[final][:, -1:]))[0, -1]  # one pass gives nodes and logits
     check_finite(logits, "The model's logits")
     token_ids, probabilities = _top_logits(logits, logit_probability, max_logits)
 

@@ -122,15 +122,50 @@ def make_saes(model: HookedTransformer, seed: int = 1, decoder_norm: float = 0.3
     saes[f"L{last}.resid_post"] = StandardSAE(
         StandardSAEConfig(d_in=d_model, d_sae=D_SAE, dtype=dtype, metadata=_metadata(f"blocks.{last}.hook_resid_post"))
     )
+    return _calibrated(model, saes, generator, decoder_norm, FIRING, TEXTS)
+
+
+def random_transcoders(
+    model: HookedTransformer, *, d_sae: int, firing: float, seed: int = 1, texts: list[str] = TEXTS
+) -> dict[str, SAE]:
+    """A random transcoder at every layer (`L{layer}.transcoder`, reading ln2's output, writing the MLP's), in
+    the model's dtype, each feature firing on about `firing` of the tokens of `texts`."""
+    dtype = str(model.cfg.dtype).removeprefix("torch.")
+    saes: dict[str, SAE] = {
+        f"L{layer}.transcoder": Transcoder(
+            TranscoderConfig(
+                d_in=model.cfg.d_model,
+                d_sae=d_sae,
+                d_out=model.cfg.d_model,
+                dtype=dtype,
+                apply_b_dec_to_input=False,
+                metadata=_metadata(f"blocks.{layer}.ln2.hook_normalized", f"blocks.{layer}.hook_mlp_out"),
+            )
+        )
+        for layer in range(model.cfg.n_layers)
+    }
+    return _calibrated(model, saes, torch.Generator().manual_seed(seed), 0.3, firing, texts)
+
+
+def _calibrated(
+    model: HookedTransformer,
+    saes: dict[str, SAE],
+    generator: torch.Generator,
+    decoder_norm: float,
+    firing: float,
+    texts: list[str],
+) -> dict[str, SAE]:
+    """`saes` with random weights, each encoder bias set so that its feature fires on `firing` of the tokens of
+    `texts`; in eval mode."""
     reads = [sae.cfg.metadata.hook_name for sae in saes.values()]
     with torch.no_grad():
-        _, cache = model.run_with_cache(model.to_tokens(TEXTS), names_filter=reads)
+        _, cache = model.run_with_cache(model.to_tokens(texts), names_filter=reads)
         for sae in saes.values():
             _randomise(sae, generator, decoder_norm)
-            read = cache[sae.cfg.metadata.hook_name].flatten(0, 1)
+            read = cache[sae.cfg.metadata.hook_name].flatten(0, 1).to(sae.W_enc.dtype)
             sae.b_enc.zero_()
             pre = sae.process_sae_in(read) @ sae.W_enc
-            sae.b_enc.copy_(-pre.quantile(1 - FIRING, dim=0))
+            sae.b_enc.copy_(-pre.quantile(1 - firing, dim=0))
     return {name: sae.eval() for name, sae in saes.items()}
 
 
