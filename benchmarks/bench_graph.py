@@ -1,7 +1,7 @@
 """Whole-prompt attribution graphs: the batched adjacency against one direct ranking per target, the model's
 own forward and backward pass, and circuit-tracer's `attribute()`, side by side in one run.
 
-    python -m benchmarks.bench_graph [--repeats 3] [--sample 30] [--skip-gpt2]
+    python -m benchmarks.bench_graph [--repeats 3] [--sample 30] [--skip-gpt2] [--gpt2-repeats 1] [--peers-only]
 
 On the built-in model, for each SAE set it prints the graph's size, the median time of
 `attribution_graph.adjacency`, the time of one direct ranking per target node extrapolated from a sample of
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import statistics
 import tempfile
 from pathlib import Path
 
@@ -61,16 +62,19 @@ def _versus_circuit_tracer(
     files: tuple[Path, Path, list[Path]],
     repeats: int,
 ) -> None:
-    """Time both tools' whole-prompt graph on the same transcoders and prompt, and compare their edges."""
+    """Time both tools' whole-prompt graph on the same transcoders and prompt, in turn `repeats` times (so a
+    change of load hits both), and compare their edges."""
+    tokens = prompt_tokens(model, prompt)[0].tolist()
     graph = adjacency(model, saes, prompt)
-    times = _interleaved({"ours": lambda: adjacency(model, saes, prompt)}, repeats)
-    theirs = circuit_tracer_graph(
-        *files, prompt_tokens(model, prompt)[0].tolist(), repeats=repeats, threads=torch.get_num_threads()
-    )
+    ours_times, peer_times = [], []
+    for _ in range(repeats):
+        ours_times.append(_interleaved({"ours": lambda: adjacency(model, saes, prompt)}, 1)["ours"])
+        theirs = circuit_tracer_graph(*files, tokens, threads=torch.get_num_threads())
+        peer_times.append(float(theirs["seconds"]))
     ids = circuit_tracer_ids(theirs, graph)
     mine = theirs["adjacency"].astype("float64")
     difference = abs(aligned(graph, ids) - mine)[:, [":error@0" not in i for i in ids]].max() / abs(mine).max()
-    ours, peer = times["ours"], float(theirs["seconds"])
+    ours, peer = statistics.median(ours_times), statistics.median(peer_times)
     print(
         f"{title}: feature-lens {graph.n_features} features, adjacency {ours:.2f} s; circuit-tracer "
         f"{len(theirs['active_features'])} features (no BOS), attribute() {peer:.2f} s; circuit-tracer / "
@@ -83,13 +87,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sample", type=int, default=30, help="direct rankings timed to extrapolate the loop")
     parser.add_argument("--skip-gpt2", action="store_true", help="leave out the GPT-2-shaped comparison")
+    parser.add_argument("--gpt2-repeats", type=int, default=1, help="runs of each tool at GPT-2 shape")
+    parser.add_argument("--peers-only", action="store_true", help="only the comparisons with circuit-tracer")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     model = loading.load_model("toy")
     tokens = model.to_tokens(PROMPT)
     model_pass = _interleaved({"pass": lambda: _forward_backward(model, tokens)}, args.repeats)["pass"]
     print(f"prompt: {PROMPT!r} ({tokens.shape[1]} tokens); model forward + backward: {model_pass:.3f} s")
-    for title, names in SETS.items():
+    for title, names in [] if args.peers_only else SETS.items():
         saes = {name: loading.load_sae("toy", name) for name in names}
         graph = adjacency(model, saes, PROMPT)
         ours = _interleaved({"ours": lambda saes=saes: adjacency(model, saes, PROMPT)}, args.repeats)["ours"]
@@ -134,7 +140,8 @@ def main() -> None:
             sae.save_model(str(Path(scratch) / name))
         title = f"GPT-2-small shape, random weights, {GPT2_TOKENS} tokens, 12 transcoders of {GPT2_D_TRANSCODER}"
         folders = [Path(scratch) / name for name in transcoders]
-        _versus_circuit_tracer(title, gpt2, transcoders, prompt, (model_dir, tokenizer_dir, folders), args.repeats)
+        files = (model_dir, tokenizer_dir, folders)
+        _versus_circuit_tracer(title, gpt2, transcoders, prompt, files, args.gpt2_repeats)
 
 
 if __name__ == "__main__":

@@ -60,6 +60,10 @@ NODE_COLUMNS = ["id", *RANK_FIELDS, "label", "hop", "side"]
 EDGE_COLUMNS = ["source", "target", "score", "hop"]
 LOGIT_NODE = "logits"  # the `sae` column of a logit target node
 ROUNDING = 1e-6  # relative differences below this are float rounding (float32 is ~6e-8)
+# A graph ranks each node it adds before its last hop: these bound it to about a thousand rankings, minutes
+# with the linear methods and tens of minutes with activation patching on a small model (docs/reliability.md).
+MAX_NODE_BUDGET = 1000
+MAX_HOPS = 10
 
 
 @dataclass(frozen=True)
@@ -355,6 +359,18 @@ def _expand(
         frontier, added = new, added + len(new)
 
 
+def graph_rankings(hops: int, node_budget: int, direction: GraphDirection = "upstream") -> int:
+    """The most rankings `build_graph` runs (its cost model): the target's, once per side, then one for each
+    node added before the last hop. Multiply by one ranking's time for the graph's.
+
+    >>> graph_rankings(2, 30), graph_rankings(1, 30), graph_rankings(3, 30, "both")
+    (16, 1, 22)
+    """
+    shares = [math.ceil(node_budget / 2), node_budget // 2] if direction == "both" else [node_budget]
+    # _expand gives hop h ceil(remaining / hops left) nodes; the last hop's are never ranked.
+    return sum(1 + share - math.ceil(share / hops) if hops > 1 else 1 for share in shares)
+
+
 def build_graph(
     model: HookedTransformer,
     saes: Mapping[str, SAE],
@@ -386,6 +402,14 @@ def build_graph(
     validation.choice(method, METHODS, "method")
     validation.count(hops, "hops")
     validation.count(node_budget, "node_budget")
+    for value, most, what in ((hops, MAX_HOPS, "hops"), (node_budget, MAX_NODE_BUDGET, "node_budget")):
+        if value > most:  # type: ignore[operator]  # count() checked it is a whole number
+            raise FeatureLensError(
+                f"{what}={value} is more than this can finish: a graph ranks every node it adds, up to "
+                f"{graph_rankings(min(hops, MAX_HOPS), min(node_budget, MAX_NODE_BUDGET), direction)} rankings at "
+                f"the most allowed ({what} at most {most}). Ask for fewer, or use the whole-prompt graph "
+                "(attribution_graph), which costs one batched pass per 64 nodes."
+            )
     validation.non_negative(threshold, "threshold")
     validation.sae_set(model, saes)
     tokens = prompt_tokens(model, prompt)

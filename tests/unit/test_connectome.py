@@ -9,9 +9,17 @@ import pandas as pd
 import pytest
 import torch
 
-from feature_lens_core.connectome import EDGE_COLUMNS, NODE_COLUMNS, build_graph, faithfulness, node_id
+from feature_lens_core import connectome
+from feature_lens_core.connectome import (
+    EDGE_COLUMNS,
+    NODE_COLUMNS,
+    build_graph,
+    faithfulness,
+    graph_rankings,
+    node_id,
+)
 from feature_lens_core.errors import FeatureLensError
-from feature_lens_core.ranking import FeatureRef, activations, rank
+from feature_lens_core.ranking import FeatureRef, activations, has_side, rank
 from tests.helpers import CORRUPT, PROMPT, cache_of, make_saes
 
 pytestmark = pytest.mark.unit
@@ -183,6 +191,8 @@ def test_downstream_and_both(model, strong):
         ({"direction": "sideways"}, "Unknown direction"),
         ({"hops": 0}, "hops must be"),
         ({"node_budget": 0}, "node_budget must be"),
+        ({"node_budget": 10**6, "hops": 3}, "node_budget=1000000 is more than this can finish"),
+        ({"hops": 11}, "hops=11 is more than this can finish"),
         ({"threshold": -1.0}, "threshold must be"),
         ({"method": "magic"}, "Unknown method"),
     ],
@@ -191,6 +201,29 @@ def test_bad_graph_arguments_are_refused(model, setting, arguments, message):
     saes, target = setting
     with pytest.raises(FeatureLensError, match=message):
         build_graph(model, saes, PROMPT, target, **arguments)
+
+
+@pytest.mark.parametrize(("direction", "hops", "budget"), [("upstream", 3, 9), ("both", 2, 8), ("upstream", 1, 5)])
+def test_the_cost_model_bounds_the_rankings_a_graph_runs(model, setting, monkeypatch, direction, hops, budget):
+    saes, target = setting
+    calls, real = [], connectome.rank
+
+    def counted(*args, **kwargs):
+        calls.append(args[3])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(connectome, "rank", counted)
+    graph = build_graph(model, saes, PROMPT, target, direction=direction, hops=hops, node_budget=budget)
+    assert len(calls) <= graph_rankings(hops, budget, direction)
+    # Exactly: the target once per side, then every feature node added before the last hop that has that side.
+    ranked = [
+        row
+        for row in graph.nodes.itertuples()
+        if row.kind == "feature"
+        and 1 <= row.hop < hops
+        and has_side(saes, FeatureRef(row.sae, int(row.feature), int(row.position)), row.side)
+    ]
+    assert len(calls) == len(graph.nodes.side.unique()) - 1 + len(ranked)
 
 
 def test_faithfulness_with_a_corrupt_prompt_equal_to_the_prompt_changes_nothing(model, setting):
