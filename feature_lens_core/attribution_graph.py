@@ -15,8 +15,9 @@ attribution, docs/methods.md): for a feature source, its activation times its de
 target's frozen derivative at its write hook; for an error node, the error vector in place of that product;
 for a token, its embedding. A feature target is scored on its activation (for an active feature, the
 derivative of its pre-activation), a logit on its centred value. Rows of error and token nodes are zero:
-they are sources only. Each batch of targets that read at one hook costs one forward and one backward pass
-(`methods.linear.target_gradients`), not one ranking per node.
+they are sources only. The features of one SAE share one forward pass of up to 64 copies of the prompt, and
+each batch of them costs one backward pass through it (`methods.linear.frozen_pass`), not one ranking per
+node.
 
 Influence and pruning follow circuit-tracer 0.5.0's `graph.py` (`normalize_matrix`, `compute_influence`,
 `prune_graph`, `compute_graph_scores`): with `Â` the adjacency's absolute values, each row divided by its sum,
@@ -48,7 +49,7 @@ from feature_lens_core import feature_data, hooks, validation
 from feature_lens_core.connectome import EDGE_COLUMNS, LOGIT_NODE, NODE_COLUMNS, Graph, faithfulness
 from feature_lens_core.errors import FeatureLensError
 from feature_lens_core.exclusive import exclusive
-from feature_lens_core.methods.linear import target_gradients
+from feature_lens_core.methods.linear import frozen_pass, target_gradients
 from feature_lens_core.methods.nodes import check_finite, source_nodes
 from feature_lens_core.methods.runner import batch_size as default_batch_size
 from feature_lens_core.methods.runner import run
@@ -322,10 +323,19 @@ def adjacency(
             continue
         upstream = [n for n in order if n in _upstream_of(saes, name)]
         anchor = Anchor(name, saes[name], int(positions[0]), int(features[0]))
-        for begin in range(0, len(features), rows):
-            at, which = positions[begin : begin + rows], features[begin : begin + rows]
-            gradient = _feature_gradients(model, tokens, {n: saes[n] for n in upstream}, anchor, at, which)
-            fill(part.index[is_feature.cpu()][begin : begin + rows], upstream, gradient)
+        width = min(rows, len(features))
+        sources_of = {n: saes[n] for n in upstream}
+        # One forward pass for all of this SAE's features; each batch is one backward pass through it.
+        with frozen_pass(model, tokens, sources_of, anchor, rows=width, frozen=True, also=(TOKEN_HOOK,)) as (
+            acts,
+            gradient_of,
+        ):
+            for begin in range(0, len(features), width):
+                at, which = positions[begin : begin + width], features[begin : begin + width]
+                batch = torch.arange(len(which), device=at.device)
+                values = hooks.encode(anchor.sae, acts[anchor.read][batch, at])[batch, which]
+                gradient = {hook: g[: len(which)] for hook, g in gradient_of(values.sum()).items()}
+                fill(part.index[is_feature.cpu()][begin : begin + width], upstream, gradient)
     check_finite(adjacency, "The attribution graph")
 
     frame = _node_frame(model, saes, order, sources, tokens, token_ids, probabilities, logits, n_total)
@@ -354,41 +364,6 @@ def _gradients(
 
     _, gradient = target_gradients(model, tokens, sources, targets, frozen=True, value=value, also=(TOKEN_HOOK,))
     return gradient
-
-
-def _feature_gradients(
-    model: HookedTransformer,
-    tokens: Tensor,
-    sources: Mapping[str, SAE],
-    anchor: Anchor,
-    positions: Int[Tensor, " b"],
-    features: Int[Tensor, " b"],
-) -> dict[str, Tensor]:
-    """Frozen derivatives of features of one SAE (row b: feature features[b] at positions[b], the SAE's
-    activation there) at every source write and hook_embed, over all positions."""
-    rows = torch.arange(len(features), device=positions.device)
-
-    def value(read_act: Tensor) -> Tensor:
-        return hooks.encode(anchor.sae, read_act[rows, positions])[rows, features]
-
-    _, gradient = target_gradients(
-        model,
-        tokens[:, : int(positions.max()) + 1],
-        sources,
-        [anchor] * len(features),
-        frozen=True,
-        value=value,
-        also=(TOKEN_HOOK,),
-    )
-    return {hook: _padded(g, tokens.shape[1]) for hook, g in gradient.items()}
-
-
-def _padded(gradient: Tensor, n_pos: int) -> Tensor:
-    """A gradient over the first positions, padded with zeros to all `n_pos` (later positions cannot matter)."""
-    if gradient.shape[1] == n_pos:
-        return gradient
-    pad = gradient.new_zeros(gradient.shape[0], n_pos - gradient.shape[1], *gradient.shape[2:])
-    return torch.cat([gradient, pad], dim=1)
 
 
 def _node_frame(

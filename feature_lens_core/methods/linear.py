@@ -23,7 +23,8 @@ directional derivative comes out of that one pass.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 import torch
 import torch.autograd.forward_ad as fwad
@@ -66,27 +67,26 @@ def covered_blocks(saes: Iterable[SAE]) -> set[str]:
     return {hooks.site(sae).write for sae in saes if hooks.site(sae).kind in MEDIATING_KINDS}
 
 
-def target_gradients(
+@contextmanager
+def frozen_pass(
     model: HookedTransformer,
     tokens: Int[Tensor, "1 pos"],
     sources: Mapping[str, SAE],
-    targets: Sequence[Target],
+    target: Target,
     *,
+    rows: int,
     frozen: bool,
-    value: Callable[[Float[Tensor, "batch pos ..."]], Float[Tensor, " batch"]],
     also: Collection[str] = (),
-) -> tuple[dict[str, Tensor], dict[str, Float[Tensor, "batch pos d_write"]]]:
-    """The derivative of each target at every source write hook, one batch row per target: one forward, one
-    backward.
+) -> Iterator[tuple[dict[str, Tensor], Callable[[Float[Tensor, ""]], dict[str, Tensor]]]]:
+    """One forward pass of `rows` copies of the prompt, up to `target`'s read hook, kept for several backward
+    passes: yields the captured activations and `gradient_of(total)`, the derivative of a scalar computed from
+    them at every source write hook and every hook in `also` ([rows, pos, ...] as the hook's activation is
+    shaped; zeros where `total` does not depend on it).
 
-    The targets share one read hook; the prompt runs once per target (rows are independent, so the gradient of
-    the sum of `value(acts at the read hook)` gives each row its own target's derivative). Returns the
-    captured activations (row 0 is the clean run) and, per source write hook and per hook in `also` (such as
-    `hook_embed`), the gradient [batch, pos, ...] as the hook's activation is shaped (zeros where the target
-    does not depend on it).
+    Rows are independent, so a sum over rows of one target per row gives each row its own target's derivative.
+    Targets that read at one hook through the same modules share the pass (circuit-tracer's attribution keeps
+    one forward for all its backward passes the same way). The compute lock is held until the block ends.
     """
-    read = targets[0].read
-    rows = len(targets)
     writes = sorted({hooks.site(sae).write for sae in sources.values()} | set(also))
     covered = covered_blocks(sources.values()) if frozen else set()
     leaves: dict[str, Tensor] = {}
@@ -100,13 +100,38 @@ def target_gradients(
 
     edits: dict[str, Edit] = {hook: held for hook in frozen_hooks(model)} if frozen else {}
     edits |= {w: leaf_at(w) for w in writes}
-    modules = {id(m): m for target in targets for m in target.modules}
-    with exclusive(), weights_frozen(model, *modules.values()), torch.enable_grad():
-        capture = upstream_hooks(sources, targets[0])
-        acts = run(model, tokens.expand(rows, -1), capture=capture, stop_at=read, edits=edits)
-        grads = torch.autograd.grad(value(acts[read]).sum(), [leaves[w] for w in writes], allow_unused=True)
-    gradient = {w: torch.zeros_like(leaves[w]) if d is None else d for w, d in zip(writes, grads, strict=True)}
-    return acts, gradient
+
+    def gradient_of(total: Tensor) -> dict[str, Tensor]:
+        grads = torch.autograd.grad(total, [leaves[w] for w in writes], allow_unused=True, retain_graph=True)
+        return {w: torch.zeros_like(leaves[w]) if d is None else d for w, d in zip(writes, grads, strict=True)}
+
+    with exclusive(), weights_frozen(model, *target.modules), torch.enable_grad():
+        capture = upstream_hooks(sources, target)
+        yield run(model, tokens.expand(rows, -1), capture=capture, stop_at=target.read, edits=edits), gradient_of
+
+
+def target_gradients(
+    model: HookedTransformer,
+    tokens: Int[Tensor, "1 pos"],
+    sources: Mapping[str, SAE],
+    targets: Sequence[Target],
+    *,
+    frozen: bool,
+    value: Callable[[Float[Tensor, "batch pos ..."]], Float[Tensor, " batch"]],
+    also: Collection[str] = (),
+) -> tuple[dict[str, Tensor], dict[str, Float[Tensor, "batch pos d_write"]]]:
+    """The derivative of each target at every source write hook, one batch row per target: one forward, one
+    backward (`frozen_pass`).
+
+    The targets share one read hook and their modules. Returns the captured activations (row 0 is the clean
+    run) and, per source write hook and per hook in `also` (such as `hook_embed`), the gradient
+    [batch, pos, ...] as the hook's activation is shaped (zeros where the target does not depend on it).
+    """
+    with frozen_pass(model, tokens, sources, targets[0], rows=len(targets), frozen=frozen, also=also) as (
+        acts,
+        gradient_of,
+    ):
+        return acts, gradient_of(value(acts[targets[0].read]).sum())
 
 
 def upstream(
