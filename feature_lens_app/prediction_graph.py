@@ -70,19 +70,7 @@ def draw(view: state.ViewState, tokens: list[str]) -> None:
     _scores(found)
     _edge_check(view, found)
     attention_panel.graph_heads(view, found, tokens)
-    name = "feature-lens-graph-prediction"
-    st.download_button(
-        "Download as a circuit-tracer graph file",
-        found.to_circuit_tracer_json(slug=name),
-        file_name=f"{name}.json",
-        mime="application/json",
-        key="graph_circuit_tracer",
-        help="circuit-tracer's graph-file JSON: open it in circuit-tracer's graph frontend or Neuronpedia's graph "
-        "viewer. Each SAE of the graph is one row there, in forward order.",
-    )
-    with st.expander("Edges as a table"):
-        st.dataframe(found.edges, hide_index=True, width="stretch")
-        interactions.downloads(found.edges, name, key="graph")
+    interactions.graph_downloads(found, "feature-lens-graph-prediction")
 
 
 def _with_node_set(view: state.ViewState) -> state.ViewState:
