@@ -20,7 +20,7 @@ docs/methods.md ("Attention, opened up") has the definitions and the proofs in t
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -205,9 +205,14 @@ def edge_head_loadings(
     base = validation.baseline(model, tokens, baseline, corrupt_prompt)
     values = base.values(model, {name: saes[name] for name in names}, n_pos)
     with exclusive():
-        deltas = _source_deltas(model, saes, tokens, sources, values)
-        changes = _changes_at_heads(model, saes, tokens, deltas)
-        gradients = _target_gradients(model, saes, tokens, list(anchors), anchors, upstreams)
+        gradients, clean = _target_gradients(model, saes, tokens, list(anchors), anchors, upstreams, names)
+        deltas = _source_deltas(saes, clean, sources, values)
+        needed: dict[FeatureRef, set[int]] = {}  # the layers open for some target of the source's edges
+        for source, target in edges:
+            write = hooks.site(saes[source.sae]).write
+            later = (layer for layer in gradients[target][1] if hooks.is_before(write, _z_hook(layer)))
+            needed.setdefault(source, set()).update(later)
+        changes = _changes_at_heads(model, saes, tokens, deltas, needed)
     out = []
     for source, target in edges:
         write, (to_writes, to_heads) = hooks.site(saes[source.sae]).write, gradients[target]
@@ -252,25 +257,24 @@ def _check_source(
 
 
 def _source_deltas(
-    model: HookedTransformer,
     saes: Mapping[str, SAE],
-    tokens: Tensor,
+    clean: Mapping[str, Float[Tensor, "pos ..."]],
     sources: list[FeatureRef],
     base: Mapping[str, BaselineValues],
 ) -> dict[FeatureRef, Float[Tensor, " d_write"]]:
     """What ablating each source node adds at its write hook, at its position, as the rankings build it: every
-    node of each source SAE from one clean run."""
-    names = list(base)
-    wanted = {h for name in names for h in (hooks.site(saes[name]).read, hooks.site(saes[name]).write)}
+    node of each source SAE from the clean activations `clean` (the first positions of the prompt, at least up to
+    every source's)."""
+    out = {}
     with torch.no_grad():
-        acts = run(model, tokens, capture=wanted, stop_at=max(wanted, key=hooks.order))
-        everywhere = torch.ones(tokens.shape[1], dtype=torch.bool, device=tokens.device)
-        out = {}
-        for name in names:
+        for name, values in base.items():
             where, sae = hooks.site(saes[name]), saes[name]
-            nodes = source_nodes(name, sae, acts[where.read][0], acts[where.write][0], base[name], everywhere)
-            keys = node_keys(sae, nodes.positions, nodes.features).tolist()
-            row = {key: i for i, key in enumerate(keys)}
+            read, write = clean[where.read], clean[where.write]
+            n = len(write)
+            at = BaselineValues(values.features[:n], values.error[:n], values.widens)
+            everywhere = torch.ones(n, dtype=torch.bool, device=write.device)
+            nodes = source_nodes(name, sae, read, write, at, everywhere)
+            row = {key: i for i, key in enumerate(node_keys(sae, nodes.positions, nodes.features).tolist())}
             for source in (s for s in sources if s.sae == name):
                 key = int(node_keys(sae, torch.tensor(source.position), torch.tensor(source.feature)))
                 if key not in row:
@@ -288,9 +292,11 @@ def _changes_at_heads(
     saes: Mapping[str, SAE],
     tokens: Tensor,
     deltas: Mapping[FeatureRef, Float[Tensor, " d_write"]],
+    needed: Mapping[FeatureRef, set[int]],
 ) -> dict[FeatureRef, dict[int, Float[Tensor, "pos n_heads d_head"]]]:
-    """The change each source's delta makes at every later attention layer's `hook_z` along every path through
-    no covered block: one forward-mode pass of the frozen model per source write hook, one batch row per source.
+    """The change each source's delta makes at the `needed` attention layers' `hook_z` along every path through
+    no covered block: one forward-mode pass of the frozen model per source write hook that has a layer to reach,
+    one batch row per source.
 
     A layer's change is read as it reaches `hook_z`, before a covering SAE holds it: a target of that SAE sees
     the layer open, every later target sees it covered (and takes nothing through it).
@@ -299,11 +305,10 @@ def _changes_at_heads(
     out: dict[FeatureRef, dict[int, Tensor]] = {}
     by_write: dict[str, list[FeatureRef]] = {}
     for source in deltas:
-        by_write.setdefault(hooks.site(saes[source.sae]).write, []).append(source)
+        if needed[source]:
+            by_write.setdefault(hooks.site(saes[source.sae]).write, []).append(source)
     for write, batch in by_write.items():
-        later = [layer for layer in range(model.cfg.n_layers) if hooks.is_before(write, _z_hook(layer))]
-        if not later:
-            continue
+        later = sorted(set().union(*(needed[source] for source in batch)))
         seen: dict[str, Tensor] = {}
 
         def perturb(act: Tensor, write: str = write, batch: list[FeatureRef] = batch) -> Tensor:
@@ -337,29 +342,38 @@ def _target_gradients(
     targets: list[TargetRef],
     anchors: Mapping[TargetRef, Target],
     upstreams: Mapping[TargetRef, dict[str, SAE]],
-) -> dict[TargetRef, tuple[dict[str, Float[Tensor, "pos ..."]], dict[int, Float[Tensor, "pos n_heads d_head"]]]]:
+    names: Collection[str],
+) -> tuple[
+    dict[TargetRef, tuple[dict[str, Float[Tensor, "pos ..."]], dict[int, Float[Tensor, "pos n_heads d_head"]]]],
+    dict[str, Float[Tensor, "pos ..."]],
+]:
     """Each target's derivative with respect to every upstream write hook along paths through no uncovered
     attention layer, and with respect to each uncovered attention layer's `hook_z` with every other one held:
     one backward pass of the frozen model per group of targets reading at one hook (one batch row each, at most
-    `batch_size` rows)."""
+    `batch_size` rows). Also the clean activations at the read and write hooks of the SAEs `names` (each over
+    the most positions a pass ran), which the sources' deltas are built from."""
     groups: dict[tuple[str, tuple[str, ...]], list[TargetRef]] = {}
     for target in targets:
         groups.setdefault((anchors[target].read, tuple(upstreams[target])), []).append(target)
     rows = batch_size(model, tokens.shape[1])
-    out = {}
+    out, clean = {}, {}
     for (read, upstream), group in groups.items():
         sources = {name: saes[name] for name in upstream}
+        capture = {
+            h for name in upstream if name in names for h in (hooks.site(saes[name]).read, hooks.site(saes[name]).write)
+        }
         covered = covered_blocks(sources.values())
         writes = sorted({hooks.site(sae).write for sae in sources.values()}, key=hooks.order)
         layers = _attention_layers(model, writes[0], read)
         open_layers = [layer for layer in layers if _z_hook(layer) not in covered]
         for begin in range(0, len(group), rows):
             batch = group[begin : begin + rows]
-            found = _gradients(model, tokens, sources, [anchors[t] for t in batch], writes, open_layers)
+            found = _gradients(model, tokens, sources, [anchors[t] for t in batch], writes, open_layers, capture)
             for row, target in enumerate(batch):
                 to_writes = {write: found[0][write][row] for write in writes}
                 out[target] = (to_writes, {layer: found[1][layer][row] for layer in open_layers})
-    return out
+            clean |= {hook: act for hook, act in found[2].items() if len(act) > len(clean.get(hook, ()))}
+    return out, clean
 
 
 def _gradients(
@@ -369,10 +383,16 @@ def _gradients(
     targets: list[Target],
     writes: list[str],
     open_layers: list[int],
-) -> tuple[dict[str, Float[Tensor, "batch pos ..."]], dict[int, Float[Tensor, "batch pos n_heads d_head"]]]:
+    capture: Collection[str],
+) -> tuple[
+    dict[str, Float[Tensor, "batch pos ..."]],
+    dict[int, Float[Tensor, "batch pos n_heads d_head"]],
+    dict[str, Float[Tensor, "pos ..."]],
+]:
     """One backward pass of the frozen model, one batch row per target (all reading at one hook), with every open
     attention layer's change cut at its output: the derivatives at the `writes` hooks along paths through no
-    open attention layer, and at each open layer's `hook_z` with every other open layer held."""
+    open attention layer, and at each open layer's `hook_z` with every other open layer held; and the clean
+    activations at the `capture` hooks."""
     covered = covered_blocks(sources.values())
     leaves: dict[str, Tensor] = {}
 
@@ -391,12 +411,13 @@ def _gradients(
     strings = token_strings(model, tokens[:, :n])
     modules = {id(m): m for target in targets for m in target.modules}
     with weights_frozen(model, *modules.values()), torch.enable_grad():
-        acts = run(model, tokens[:, :n].expand(len(targets), -1), capture={read}, stop_at=read, edits=edits)
+        acts = run(model, tokens[:, :n].expand(len(targets), -1), capture={read, *capture}, stop_at=read, edits=edits)
         g = torch.stack([target_value(t, acts[read][row], strings, frozen_norm=True) for row, t in enumerate(targets)])
         wanted = [*writes, *(_z_hook(layer) for layer in open_layers)]
         grads = torch.autograd.grad(g.sum(), [leaves[hook] for hook in wanted], allow_unused=True)
     found = {hook: torch.zeros_like(leaves[hook]) if d is None else d for hook, d in zip(wanted, grads, strict=True)}
-    return {w: found[w] for w in writes}, {layer: found[_z_hook(layer)] for layer in open_layers}
+    clean = {hook: acts[hook][0].detach() for hook in capture}
+    return {w: found[w] for w in writes}, {layer: found[_z_hook(layer)] for layer in open_layers}, clean
 
 
 def _linear_encoder(sae: SAE) -> tuple[Float[Tensor, "d_in d_sae"], Float[Tensor, " d_sae"]]:
