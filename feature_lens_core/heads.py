@@ -262,20 +262,20 @@ def _source_deltas(
     sources: list[FeatureRef],
     base: Mapping[str, BaselineValues],
 ) -> dict[FeatureRef, Float[Tensor, " d_write"]]:
-    """What ablating each source node adds at its write hook, at its position, as the rankings build it: every
-    node of each source SAE from the clean activations `clean` (the first positions of the prompt, at least up to
-    every source's)."""
+    """What ablating each source node adds at its write hook, at its position, as the rankings build it, from the
+    clean activations `clean` (the first positions of the prompt, at least up to every source's)."""
     out = {}
     with torch.no_grad():
         for name, values in base.items():
             where, sae = hooks.site(saes[name]), saes[name]
-            read, write = clean[where.read], clean[where.write]
-            n = len(write)
-            at = BaselineValues(values.features[:n], values.error[:n], values.widens)
-            everywhere = torch.ones(n, dtype=torch.bool, device=write.device)
-            nodes = source_nodes(name, sae, read, write, at, everywhere)
-            row = {key: i for i, key in enumerate(node_keys(sae, nodes.positions, nodes.features).tolist())}
-            for source in (s for s in sources if s.sae == name):
+            mine = [source for source in sources if source.sae == name]
+            at = torch.tensor(sorted({source.position for source in mine}), device=clean[where.write].device)
+            read, write = clean[where.read][at], clean[where.write][at]  # only the sources' positions are encoded
+            rows = BaselineValues(values.features[at], values.error[at], values.widens)
+            nodes = source_nodes(name, sae, read, write, rows, torch.ones(len(at), dtype=torch.bool, device=at.device))
+            keys = node_keys(sae, at[nodes.positions], nodes.features).tolist()
+            row = {key: i for i, key in enumerate(keys)}
+            for source in mine:
                 key = int(node_keys(sae, torch.tensor(source.position), torch.tensor(source.feature)))
                 if key not in row:
                     raise FeatureLensError(
