@@ -261,8 +261,9 @@ def graph_chart(
     """A feature graph laid out by token position (x) and SAE in forward order (y, earliest at the bottom).
 
     `nodes` has the connectome's node columns (id, sae, kind, feature, position, token, activation,
-    label, side); `edges` has source, target, score. Edge colour and width show the score (orange
-    supports the target, blue suppresses it); error nodes are grey squares. Clicking a node selects
+    label, side); `edges` has source, target, score, and optionally "top heads" (the attention heads that carry
+    each edge, shown in its tooltip). Edge colour and width show the score (orange supports the target, blue
+    suppresses it); error nodes are grey squares. Clicking a node selects
     it through the point selection `param`, with the fields that identify a target.
     """
     placed, centres = graph_layout(nodes, sae_order)
@@ -301,6 +302,7 @@ def graph_chart(
                 alt.Tooltip("source:N"),
                 alt.Tooltip("target:N"),
                 alt.Tooltip("score:Q", format="+.4f"),
+                *([alt.Tooltip("top heads:N")] if "top heads" in edges else []),
             ],
         )
     )

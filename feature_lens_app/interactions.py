@@ -14,6 +14,7 @@ from streamlit.delta_generator import DeltaGenerator
 
 from feature_lens_app import charts, resources, state
 from feature_lens_app.markup import code, plain
+from feature_lens_core.connectome import Graph
 
 OPEN_FEATURE = "open_feature"
 NUMBER_FORMAT = {
@@ -123,6 +124,24 @@ def downloads(frame: pd.DataFrame, stem: str, key: str) -> None:
         on_click="ignore",
         help="The rows of the table, as a JSON list of records",
     )
+
+
+def graph_downloads(found: Graph, name: str, *, table: pd.DataFrame | None = None) -> None:
+    """A graph's circuit-tracer graph file, and its edges as a table (`table`, else `found.edges`) with their
+    CSV and JSON downloads."""
+    st.download_button(
+        "Download as a circuit-tracer graph file",
+        found.to_circuit_tracer_json(slug=name),
+        file_name=f"{name}.json",
+        mime="application/json",
+        key="graph_circuit_tracer",
+        help="circuit-tracer's graph-file JSON: open it in circuit-tracer's graph frontend or Neuronpedia's graph "
+        "viewer. Each SAE of the graph is one row there, in forward order.",
+    )
+    with st.expander("Edges as a table"):
+        shown = found.edges if table is None else table
+        st.dataframe(shown, hide_index=True, width="stretch")
+        downloads(shown, name, key="graph")
 
 
 def neighbour_buttons(rows: pd.DataFrame, key: str) -> None:

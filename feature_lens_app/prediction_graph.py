@@ -1,8 +1,9 @@
 """The graph page's first view: why the model predicts its next token, as circuit-tracer draws it.
 
 The whole prompt's attribution graph (`feature_lens_core.attribution_graph`), pruned by influence on the
-most probable next tokens; its replacement, completeness and faithfulness scores in plain words; and a check
-of the edges into the prediction against the exact effect of ablating each source.
+most probable next tokens, each edge through attention split by head; its replacement, completeness and
+faithfulness scores in plain words; and a check of the edges into the prediction against the exact effect of
+ablating each source.
 """
 
 from __future__ import annotations
@@ -55,7 +56,9 @@ def draw(view: state.ViewState, tokens: list[str]) -> None:
         *[n for n in circuits.forward_order(view.model, view.saes) if n in set(found.nodes.sae)],
         LOGIT_NODE,
     ]
-    drawn = found.edges.head(DRAWN_EDGES)
+    edges = attention_panel.edge_heads(view, found)
+    table = found.edges if edges is None else found.edges.assign(**{"top heads": edges["top heads"]})
+    drawn = table.head(DRAWN_EDGES)
     key = f"graph_{state.fingerprint(view, 'prediction', nodes, edges)}"
     interactions.draw_chart(
         charts.graph_chart(found.nodes, drawn, order, tokens),
@@ -69,20 +72,9 @@ def draw(view: state.ViewState, tokens: list[str]) -> None:
     st.caption(f"{len(found.nodes)} nodes, {len(found.edges)} edges" + (f" ({shown})." if shown else "."))
     _scores(found)
     _edge_check(view, found)
-    attention_panel.graph_heads(view, found, tokens)
-    name = "feature-lens-graph-prediction"
-    st.download_button(
-        "Download as a circuit-tracer graph file",
-        found.to_circuit_tracer_json(slug=name),
-        file_name=f"{name}.json",
-        mime="application/json",
-        key="graph_circuit_tracer",
-        help="circuit-tracer's graph-file JSON: open it in circuit-tracer's graph frontend or Neuronpedia's graph "
-        "viewer. Each SAE of the graph is one row there, in forward order.",
-    )
-    with st.expander("Edges as a table"):
-        st.dataframe(found.edges, hide_index=True, width="stretch")
-        interactions.downloads(found.edges, name, key="graph")
+    if edges is not None:
+        attention_panel.graph_heads(view, found, edges, tokens)
+    interactions.graph_downloads(found, "feature-lens-graph-prediction", table=table)
 
 
 def _with_node_set(view: state.ViewState) -> state.ViewState:

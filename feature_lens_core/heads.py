@@ -20,8 +20,9 @@ docs/methods.md ("Attention, opened up") has the definitions and the proofs in t
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -36,8 +37,8 @@ from feature_lens_core import hooks, validation
 from feature_lens_core.errors import FeatureLensError
 from feature_lens_core.exclusive import exclusive
 from feature_lens_core.methods.linear import covered_blocks, frozen_hooks, held
-from feature_lens_core.methods.nodes import reachable, source_nodes, target_value, token_strings
-from feature_lens_core.methods.runner import Edit, run, weights_frozen
+from feature_lens_core.methods.nodes import node_keys, reachable, source_nodes, target_value, token_strings
+from feature_lens_core.methods.runner import Edit, batch_size, run, weights_frozen
 from feature_lens_core.methods.types import BaselineValues, Target
 from feature_lens_core.options import BaselineKind
 from feature_lens_core.ranking import anchor_of, other_side
@@ -45,7 +46,6 @@ from feature_lens_core.targets import FeatureRef
 from feature_lens_core.targets import Target as TargetRef
 
 HEAD_COLUMNS = ["layer", "head", "covered", "score"]
-HEAD_TYPES = {"layer": int, "head": int, "covered": bool, "score": float}  # kept when no head lies on the way
 DFA_COLUMNS = ["position", "token", "head", "score"]
 
 
@@ -53,16 +53,42 @@ DFA_COLUMNS = ["position", "token", "head", "score"]
 class HeadSplit:
     """A direct edge split by the last attention head each of its paths passes through.
 
-    `heads` has one row per head of every attention layer between the source's write and the target's read
-    (columns layer, head, covered: whether a chosen `hook_z` SAE covers that layer, so its term is 0; score),
-    sorted by |score|. `edge = residual + heads.score.sum()` is the direct score of the edge.
+    `terms[i, h]` is head h of layer `layers[i]`, for every attention layer between the source's write and the
+    target's read (`covered[i]`: whether a chosen `hook_z` SAE covers that layer, so its terms are 0).
+    `edge = residual + terms.sum()` is the direct score of the edge. `heads` is the same as a table.
     """
 
     source: str
     target: str
-    heads: pd.DataFrame
+    layers: tuple[int, ...]
+    covered: tuple[bool, ...]
+    terms: Float[np.ndarray, "layers n_heads"]
     residual: float
     edge: float
+
+    @cached_property
+    def heads(self) -> pd.DataFrame:
+        """One row per head (columns layer, head, covered, score), sorted by |score| (built on first use: a
+        graph splits thousands of edges and shows a few)."""
+        n_heads = self.terms.shape[1]
+        scores = self.terms.flatten()
+        order = np.argsort(-np.abs(scores), kind="stable")
+        return pd.DataFrame(
+            {
+                "layer": np.repeat(np.asarray(self.layers, dtype=int), n_heads)[order],
+                "head": np.tile(np.arange(n_heads, dtype=int), len(self.layers))[order],
+                "covered": np.repeat(np.asarray(self.covered, dtype=bool), n_heads)[order],
+                "score": scores[order],
+            },
+            columns=HEAD_COLUMNS,
+        )
+
+    def top(self, count: int) -> list[tuple[int, int, float]]:
+        """The `count` heads with the largest |term| (layer, head, term), leaving out terms that are 0."""
+        flat = self.terms.flatten()
+        order = [i for i in np.argsort(-np.abs(flat), kind="stable")[:count] if flat[i] != 0]
+        n_heads = self.terms.shape[1]
+        return [(self.layers[i // n_heads], int(i % n_heads), float(flat[i])) for i in order]
 
 
 @dataclass(frozen=True)
@@ -130,58 +156,77 @@ def head_loadings_many(
     baseline: BaselineKind = "zero",
     corrupt_prompt: str | None = None,
 ) -> list[HeadSplit]:
-    """`head_loadings` of every edge from `sources` into `target`, in their order.
+    """`head_loadings` of every edge from `sources` into `target`, in their order (see `edge_head_loadings`)."""
+    if isinstance(sources, FeatureRef | str) or not sources:
+        raise FeatureLensError("Give the sources as a non-empty list of FeatureRef(sae, feature, position).")
+    edges = [(source, target) for source in sources]
+    return edge_head_loadings(model, saes, prompt, edges, baseline=baseline, corrupt_prompt=corrupt_prompt)
 
-    Two kinds of pass on the frozen model: one backward pass from the target with every uncovered attention
-    layer's change cut at `hook_z` (the residual part of every source, and the target's derivative with respect
-    to each head's output with every other head held), shared by all the sources; and one forward-mode pass per
-    source SAE, its sources as a batch, carrying each source's change to every head's output along all paths.
-    A head's term is the product of the two.
+
+def edge_head_loadings(
+    model: HookedTransformer,
+    saes: Mapping[str, SAE],
+    prompt: str,
+    edges: Sequence[tuple[FeatureRef, TargetRef]],
+    *,
+    baseline: BaselineKind = "zero",
+    corrupt_prompt: str | None = None,
+) -> list[HeadSplit]:
+    """`head_loadings` of every (source, target) edge, in their order: a whole graph's edges at once.
+
+    A head's term is the product of two derivatives of the frozen model, each shared by many edges:
+
+    - the change a source makes at every attention layer's output (`hook_z`) along every path through no
+      covered block does not depend on the target, so it comes from one forward-mode pass per source write
+      hook with every distinct source of that hook as a batch row;
+    - the target's derivative with respect to each uncovered attention layer's output (every other one held)
+      and to each source write hook (the residual part) comes from one backward pass per group of targets
+      that read at one hook, one batch row each.
+
+    Returns:
+        One `HeadSplit` per edge, as `head_loadings` gives it.
     """
     validation.sae_set(model, saes)
     validation.choice(baseline, ("zero", "mean", "corrupt"), "baseline")
     tokens = validation.prompt_tokens(model, prompt)
-    validation.check_target(saes, target, tokens.shape[1])
-    anchor = anchor_of(model, saes, target)
-    upstream = other_side(saes, target, "upstream")
-    if isinstance(sources, FeatureRef | str) or not sources:
-        raise FeatureLensError("Give the sources as a non-empty list of FeatureRef(sae, feature, position).")
-    for source in sources:
-        _check_source(saes, upstream, source, anchor, tokens.shape[1])
+    n_pos = tokens.shape[1]
+    if isinstance(edges, tuple | str) and len(edges) == 2 or not edges:
+        raise FeatureLensError("Give the edges as a non-empty list of (FeatureRef source, target) pairs.")
+    anchors: dict[TargetRef, Target] = {}
+    upstreams: dict[TargetRef, dict[str, SAE]] = {}
+    for _, target in edges:
+        if target not in anchors:
+            validation.check_target(saes, target, n_pos)
+            anchors[target], upstreams[target] = anchor_of(model, saes, target), other_side(saes, target, "upstream")
+    for source, target in edges:
+        _check_source(saes, upstreams[target], source, anchors[target], n_pos)
+    sources = list(dict.fromkeys(source for source, _ in edges))
+    names = list(dict.fromkeys(source.sae for source in sources))
     base = validation.baseline(model, tokens, baseline, corrupt_prompt)
-    q = anchor.position
-    tokens = tokens[:, : q + 1]
-    covered = covered_blocks(upstream.values())
-    writes = sorted({hooks.site(saes[source.sae]).write for source in sources}, key=hooks.order)
-    layers = _attention_layers(model, writes[0], anchor.read)
-    open_layers = [layer for layer in layers if _z_hook(layer) not in covered]
+    values = base.values(model, {name: saes[name] for name in names}, n_pos)
     with exclusive():
-        acts, to_sources, to_heads = _gradients(model, tokens, upstream, anchor, writes, open_layers)
-        with torch.no_grad():
-            values = base.values(model, {source.sae: saes[source.sae] for source in sources}, q + 1)
-            deltas = [_source_delta(source, saes[source.sae], acts, values[source.sae]) for source in sources]
-        reaching: dict[int, dict[int, Tensor]] = {}  # source index -> layer -> change at its hook_z
-        for write in writes:
-            batch = [i for i, source in enumerate(sources) if hooks.site(saes[source.sae]).write == write]
-            later = [layer for layer in open_layers if hooks.is_before(write, _z_hook(layer))]
-            changes = _changes_at_heads(
-                model, tokens, covered, write, [(sources[i].position, deltas[i]) for i in batch], later
-            )
-            reaching |= {i: {layer: change[row] for layer, change in changes.items()} for row, i in enumerate(batch)}
+        gradients, clean = _target_gradients(model, saes, tokens, list(anchors), anchors, upstreams, names)
+        deltas = _source_deltas(saes, clean, sources, values)
+        needed: dict[FeatureRef, set[int]] = {}  # the layers open for some target of the source's edges
+        for source, target in edges:
+            write = hooks.site(saes[source.sae]).write
+            later = (layer for layer in gradients[target][1] if hooks.is_before(write, _z_hook(layer)))
+            needed.setdefault(source, set()).update(later)
+        changes = _changes_at_heads(model, saes, tokens, deltas, needed)
     out = []
-    for i, source in enumerate(sources):
-        write = hooks.site(saes[source.sae]).write
-        residual = -float((deltas[i] * hooks.flat(to_sources[write], write)[source.position]).sum())
-        rows = []
-        for layer in _attention_layers(model, write, anchor.read):
-            if layer in open_layers:
-                scores = -(reaching[i][layer] * to_heads[layer]).sum(dim=(0, 2))
-            else:
-                scores = torch.zeros(model.cfg.n_heads, dtype=deltas[i].dtype)
-            rows += [[layer, h, layer not in open_layers, float(score)] for h, score in enumerate(scores.tolist())]
-        frame = pd.DataFrame(rows, columns=HEAD_COLUMNS).astype(HEAD_TYPES)
-        frame = frame.iloc[np.argsort(-frame.score.abs().to_numpy(), kind="stable")].reset_index(drop=True)
-        out.append(HeadSplit(str(source), str(target), frame, residual, residual + float(frame.score.sum())))
+    for source, target in edges:
+        write, (to_writes, to_heads) = hooks.site(saes[source.sae]).write, gradients[target]
+        delta = deltas[source]
+        residual = -float((delta * hooks.flat(to_writes[write], write)[source.position]).sum())
+        layers = _attention_layers(model, write, anchors[target].read)
+        terms = torch.zeros(len(layers), model.cfg.n_heads, dtype=torch.float64)
+        for i, layer in enumerate(layers):
+            if layer in to_heads:
+                reached = changes[source][layer][: len(to_heads[layer])]
+                terms[i] = -(reached * to_heads[layer]).sum(dim=(0, 2)).double().cpu()
+        covered = tuple(layer not in to_heads for layer in layers)
+        edge = residual + float(terms.sum())
+        out.append(HeadSplit(str(source), str(target), tuple(layers), covered, terms.numpy(), residual, edge))
     return out
 
 
@@ -211,21 +256,143 @@ def _check_source(
     return source
 
 
+def _source_deltas(
+    saes: Mapping[str, SAE],
+    clean: Mapping[str, Float[Tensor, "pos ..."]],
+    sources: list[FeatureRef],
+    base: Mapping[str, BaselineValues],
+) -> dict[FeatureRef, Float[Tensor, " d_write"]]:
+    """What ablating each source node adds at its write hook, at its position, as the rankings build it, from the
+    clean activations `clean` (the first positions of the prompt, at least up to every source's)."""
+    out = {}
+    with torch.no_grad():
+        for name, values in base.items():
+            where, sae = hooks.site(saes[name]), saes[name]
+            mine = [source for source in sources if source.sae == name]
+            at = torch.tensor(sorted({source.position for source in mine}), device=clean[where.write].device)
+            read, write = clean[where.read][at], clean[where.write][at]  # only the sources' positions are encoded
+            rows = BaselineValues(values.features[at], values.error[at], values.widens)
+            nodes = source_nodes(name, sae, read, write, rows, torch.ones(len(at), dtype=torch.bool, device=at.device))
+            keys = node_keys(sae, at[nodes.positions], nodes.features).tolist()
+            row = {key: i for i, key in enumerate(keys)}
+            for source in mine:
+                key = int(node_keys(sae, torch.tensor(source.position), torch.tensor(source.feature)))
+                if key not in row:
+                    raise FeatureLensError(
+                        f"Feature {source.feature} of '{name}' is not active at position {source.position} (nor on "
+                        "the baseline), so it is not a node and has no edge. Pick an active feature (see "
+                        "`activations`)."
+                    )
+                out[source] = nodes.delta[row[key]]
+    return out
+
+
+def _changes_at_heads(
+    model: HookedTransformer,
+    saes: Mapping[str, SAE],
+    tokens: Tensor,
+    deltas: Mapping[FeatureRef, Float[Tensor, " d_write"]],
+    needed: Mapping[FeatureRef, set[int]],
+) -> dict[FeatureRef, dict[int, Float[Tensor, "pos n_heads d_head"]]]:
+    """The change each source's delta makes at the `needed` attention layers' `hook_z` along every path through
+    no covered block: one forward-mode pass of the frozen model per source write hook that has a layer to reach,
+    one batch row per source.
+
+    A layer's change is read as it reaches `hook_z`, before a covering SAE holds it: a target of that SAE sees
+    the layer open, every later target sees it covered (and takes nothing through it).
+    """
+    covered = covered_blocks(saes.values())
+    out: dict[FeatureRef, dict[int, Tensor]] = {}
+    by_write: dict[str, list[FeatureRef]] = {}
+    for source in deltas:
+        if needed[source]:
+            by_write.setdefault(hooks.site(saes[source.sae]).write, []).append(source)
+    for write, batch in by_write.items():
+        later = sorted(set().union(*(needed[source] for source in batch)))
+        seen: dict[str, Tensor] = {}
+
+        def perturb(act: Tensor, write: str = write, batch: list[FeatureRef] = batch) -> Tensor:
+            tangent = torch.zeros_like(act)
+            for row, source in enumerate(batch):
+                tangent[row, source.position] = hooks.unflat(model, deltas[source].to(act.dtype), write)
+            return fwad.make_dual(held(act) if write in covered else act, tangent)
+
+        def reach(hook: str, seen: dict[str, Tensor] = seen) -> Edit:
+            def edit(act: Tensor) -> Tensor:
+                primal, tangent = fwad.unpack_dual(act)
+                seen[hook] = torch.zeros_like(primal) if tangent is None else tangent.clone()
+                return held(act) if hook in covered else act
+
+            return edit
+
+        wanted = [_z_hook(layer) for layer in later]
+        edits: dict[str, Edit] = {hook: held for hook in [*frozen_hooks(model), *(covered - {write, *wanted})]}
+        edits |= {hook: reach(hook) for hook in wanted} | {write: perturb}
+        with torch.no_grad(), fwad.dual_level():
+            run(model, tokens.expand(len(batch), -1), stop_at=wanted[-1], edits=edits)
+            for row, source in enumerate(batch):
+                out[source] = {layer: seen[hook][row] for layer, hook in zip(later, wanted, strict=True)}
+    return out
+
+
+def _target_gradients(
+    model: HookedTransformer,
+    saes: Mapping[str, SAE],
+    tokens: Tensor,
+    targets: list[TargetRef],
+    anchors: Mapping[TargetRef, Target],
+    upstreams: Mapping[TargetRef, dict[str, SAE]],
+    names: Collection[str],
+) -> tuple[
+    dict[TargetRef, tuple[dict[str, Float[Tensor, "pos ..."]], dict[int, Float[Tensor, "pos n_heads d_head"]]]],
+    dict[str, Float[Tensor, "pos ..."]],
+]:
+    """Each target's derivative with respect to every upstream write hook along paths through no uncovered
+    attention layer, and with respect to each uncovered attention layer's `hook_z` with every other one held:
+    one backward pass of the frozen model per group of targets reading at one hook (one batch row each, at most
+    `batch_size` rows). Also the clean activations at the read and write hooks of the SAEs `names` (each over
+    the most positions a pass ran), which the sources' deltas are built from."""
+    groups: dict[tuple[str, tuple[str, ...]], list[TargetRef]] = {}
+    for target in targets:
+        groups.setdefault((anchors[target].read, tuple(upstreams[target])), []).append(target)
+    rows = batch_size(model, tokens.shape[1])
+    out, clean = {}, {}
+    for (read, upstream), group in groups.items():
+        sources = {name: saes[name] for name in upstream}
+        capture = {
+            h for name in upstream if name in names for h in (hooks.site(saes[name]).read, hooks.site(saes[name]).write)
+        }
+        covered = covered_blocks(sources.values())
+        writes = sorted({hooks.site(sae).write for sae in sources.values()}, key=hooks.order)
+        layers = _attention_layers(model, writes[0], read)
+        open_layers = [layer for layer in layers if _z_hook(layer) not in covered]
+        for begin in range(0, len(group), rows):
+            batch = group[begin : begin + rows]
+            found = _gradients(model, tokens, sources, [anchors[t] for t in batch], writes, open_layers, capture)
+            for row, target in enumerate(batch):
+                to_writes = {write: found[0][write][row] for write in writes}
+                out[target] = (to_writes, {layer: found[1][layer][row] for layer in open_layers})
+            clean |= {hook: act for hook, act in found[2].items() if len(act) > len(clean.get(hook, ()))}
+    return out, clean
+
+
 def _gradients(
     model: HookedTransformer,
     tokens: Tensor,
     sources: Mapping[str, SAE],
-    target: Target,
+    targets: list[Target],
     writes: list[str],
     open_layers: list[int],
-) -> tuple[dict[str, Tensor], dict[str, Float[Tensor, "pos ..."]], dict[int, Float[Tensor, "pos n_heads d_head"]]]:
-    """One backward pass of the frozen model with every open attention layer's change cut at its output.
-
-    Returns the clean activations, the target's derivative with respect to each of the `writes` hooks along
-    paths through no open attention layer, and its derivative with respect to each open layer's `hook_z` with every
-    other open layer held (what a change of that layer's head outputs does to the target without passing any
-    later attention).
-    """
+    capture: Collection[str],
+) -> tuple[
+    dict[str, Float[Tensor, "batch pos ..."]],
+    dict[int, Float[Tensor, "batch pos n_heads d_head"]],
+    dict[str, Float[Tensor, "pos ..."]],
+]:
+    """One backward pass of the frozen model, one batch row per target (all reading at one hook), with every open
+    attention layer's change cut at its output: the derivatives at the `writes` hooks along paths through no
+    open attention layer, and at each open layer's `hook_z` with every other open layer held; and the clean
+    activations at the `capture` hooks."""
     covered = covered_blocks(sources.values())
     leaves: dict[str, Tensor] = {}
 
@@ -239,65 +406,18 @@ def _gradients(
     edits: dict[str, Edit] = {hook: held for hook in [*frozen_hooks(model), *covered]}
     edits |= {_z_hook(layer): leaf_at(_z_hook(layer), hold=True) for layer in open_layers}
     edits |= {write: leaf_at(write, hold=write in covered) for write in writes}
-    sae_hooks = {h for sae in sources.values() for h in (hooks.site(sae).read, hooks.site(sae).write)}
-    with weights_frozen(model, *target.modules), torch.enable_grad():
-        acts = run(model, tokens, capture=sae_hooks | {target.read}, stop_at=target.read, edits=edits)
-        g = target_value(target, acts[target.read][0], token_strings(model, tokens), frozen_norm=True)
+    n = max(target.position for target in targets) + 1
+    read = targets[0].read
+    strings = token_strings(model, tokens[:, :n])
+    modules = {id(m): m for target in targets for m in target.modules}
+    with weights_frozen(model, *modules.values()), torch.enable_grad():
+        acts = run(model, tokens[:, :n].expand(len(targets), -1), capture={read, *capture}, stop_at=read, edits=edits)
+        g = torch.stack([target_value(t, acts[read][row], strings, frozen_norm=True) for row, t in enumerate(targets)])
         wanted = [*writes, *(_z_hook(layer) for layer in open_layers)]
-        grads = torch.autograd.grad(g, [leaves[hook] for hook in wanted], allow_unused=True)
+        grads = torch.autograd.grad(g.sum(), [leaves[hook] for hook in wanted], allow_unused=True)
     found = {hook: torch.zeros_like(leaves[hook]) if d is None else d for hook, d in zip(wanted, grads, strict=True)}
-    acts = {hook: act.detach() for hook, act in acts.items()}
-    return acts, {w: found[w][0] for w in writes}, {layer: found[_z_hook(layer)][0] for layer in open_layers}
-
-
-def _source_delta(
-    source: FeatureRef, sae: SAE, acts: Mapping[str, Tensor], base: BaselineValues
-) -> Float[Tensor, " d_write"]:
-    """What ablating the source node adds at its write hook, at its position (as the rankings build it; only
-    its position is encoded)."""
-    where, p = hooks.site(sae), source.position
-    at = BaselineValues(base.features[p : p + 1], base.error[p : p + 1], base.widens)
-    read, write = acts[where.read][0, p : p + 1], acts[where.write][0, p : p + 1]
-    nodes = source_nodes(source.sae, sae, read, write, at, torch.ones(1, dtype=torch.bool, device=write.device))
-    match = (nodes.features == source.feature).nonzero().flatten()
-    if len(match) == 0:
-        raise FeatureLensError(
-            f"Feature {source.feature} of '{source.sae}' is not active at position {source.position} (nor on the "
-            "baseline), so it is not a node and has no edge. Pick an active feature (see `activations`)."
-        )
-    return nodes.delta[int(match[0])]
-
-
-def _changes_at_heads(
-    model: HookedTransformer,
-    tokens: Tensor,
-    covered: set[str],
-    write: str,
-    changes: list[tuple[int, Float[Tensor, " d_write"]]],
-    open_layers: list[int],
-) -> dict[int, Float[Tensor, "batch pos n_heads d_head"]]:
-    """One forward-mode pass of the frozen model, one batch row per (position, delta) in `changes` at `write`: the
-    change each open attention layer's `hook_z` gets from it along every path."""
-    if not open_layers:
-        return {}
-
-    def perturb(act: Tensor) -> Tensor:
-        tangent = torch.zeros_like(act)
-        for row, (position, delta) in enumerate(changes):
-            tangent[row, position] = hooks.unflat(model, delta.to(act.dtype), write)
-        return fwad.make_dual(held(act) if write in covered else act, tangent)
-
-    edits: dict[str, Edit] = {hook: held for hook in [*frozen_hooks(model), *(covered - {write})]}
-    edits[write] = perturb
-    wanted = [_z_hook(layer) for layer in open_layers]
-    out = {}
-    with torch.no_grad(), fwad.dual_level():
-        batch = tokens.expand(len(changes), -1)
-        acts = run(model, batch, capture=wanted, stop_at=max(wanted, key=hooks.order), edits=edits)
-        for layer, hook in zip(open_layers, wanted, strict=True):
-            primal, tangent = fwad.unpack_dual(acts[hook])
-            out[layer] = (torch.zeros_like(primal) if tangent is None else tangent).clone()
-    return out
+    clean = {hook: acts[hook][0].detach() for hook in capture}
+    return {w: found[w] for w in writes}, {layer: found[_z_hook(layer)] for layer in open_layers}, clean
 
 
 def _linear_encoder(sae: SAE) -> tuple[Float[Tensor, "d_in d_sae"], Float[Tensor, " d_sae"]]:

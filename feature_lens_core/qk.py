@@ -260,11 +260,25 @@ def _project(
     return torch.cat([normalised @ w_in, offset[None]])
 
 
+def _columns(labels: list[tuple[str, str, int, int, float]]) -> dict[str, np.ndarray]:
+    """Terms' labels as one array per column of LABELS (the tables are built from arrays: building them row by
+    row, or through DataFrame takes, cost more than the forward pass on a small model)."""
+    sae, kind, layer, feature, activation = zip(*labels, strict=True)
+    return {
+        "sae": np.asarray(sae, dtype=object),
+        "kind": np.asarray(kind, dtype=object),
+        "layer": np.asarray(layer, dtype=np.int64),
+        "feature": np.asarray(feature, dtype=np.int64),
+        "activation": np.asarray(activation, dtype=np.float64),
+    }
+
+
 def _side(labels: list[tuple[str, str, int, int, float]], scores: Float[Tensor, " n"]) -> pd.DataFrame:
     """One side's terms with their marginal scores, sorted by |score|."""
-    frame = pd.DataFrame(labels, columns=LABELS)
-    frame["score"] = scores.numpy()
-    return frame.iloc[np.argsort(-np.abs(frame.score.to_numpy()), kind="stable")].reset_index(drop=True)
+    values = scores.numpy()
+    order = np.argsort(-np.abs(values), kind="stable")
+    columns = {name: column[order] for name, column in _columns(labels).items()}
+    return pd.DataFrame(columns | {"score": values[order]}, columns=SIDE_COLUMNS)
 
 
 def _pairs(
@@ -278,14 +292,7 @@ def _pairs(
     flat = products.flatten()
     order = flat.abs().argsort(descending=True, stable=True)
     order = order if top is None else order[:top]
-    rows, cols = order // products.shape[1], order % products.shape[1]
-    left, right = (pd.DataFrame(side, columns=LABELS).drop(columns="activation") for side in (query, key))
-    frame = pd.concat(
-        [
-            left.iloc[rows.numpy()].add_prefix("query_").reset_index(drop=True),
-            right.iloc[cols.numpy()].add_prefix("key_").reset_index(drop=True),
-        ],
-        axis=1,
-    )
-    frame["score"] = flat[order].numpy()
-    return frame.reindex(columns=PAIR_COLUMNS)
+    rows, cols = (order // products.shape[1]).numpy(), (order % products.shape[1]).numpy()
+    left, right = _columns(query), _columns(key)
+    frame = {f"query_{c}": left[c][rows] for c in LABELS[:-1]} | {f"key_{c}": right[c][cols] for c in LABELS[:-1]}
+    return pd.DataFrame(frame | {"score": flat[order].numpy()}, columns=PAIR_COLUMNS)

@@ -100,16 +100,4 @@ elif tokens is not None:
                 "Sparse Feature Circuits needs hundreds of nodes for high faithfulness on real models."
             )
         st.caption(f"{len(found.nodes)} nodes, {len(found.edges)} edges.")
-        name = f"feature-lens-graph-{view.sae}-{view.feature}-{view.pos}"
-        st.download_button(
-            "Download as a circuit-tracer graph file",
-            found.to_circuit_tracer_json(slug=name),
-            file_name=f"{name}.json",
-            mime="application/json",
-            key="graph_circuit_tracer",
-            help="circuit-tracer's graph-file JSON: open it in circuit-tracer's graph frontend or Neuronpedia's "
-            "graph viewer. Each SAE of the graph is one row there, in forward order.",
-        )
-        with st.expander("Edges as a table"):
-            st.dataframe(found.edges, hide_index=True, width="stretch")
-            interactions.downloads(found.edges, f"feature-lens-graph-{view.sae}-{view.feature}-{view.pos}", key="graph")
+        interactions.graph_downloads(found, f"feature-lens-graph-{view.sae}-{view.feature}-{view.pos}")

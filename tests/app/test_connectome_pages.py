@@ -35,13 +35,20 @@ def test_graph_page_opens_on_the_prediction_with_circuit_tracers_scores(open_app
     assert not errors(at), errors(at)
 
 
-def test_with_attention_covered_the_page_says_no_edge_runs_through_a_head(open_app) -> None:
+def test_with_attention_covered_only_edges_into_attention_features_run_through_heads(open_app) -> None:
     at = open_app("graph")
     at.segmented_control(key="graph_node_set").set_value("sidebar").run()  # attention and MLP output SAEs
     assert_healthy(at)
     assert not errors(at), errors(at)
-    assert any("no edge runs through a head" in i.value for i in at.info)
     assert [m.label for m in at.metric] == ["Replacement score", "Completeness score", "Faithfulness"]
+    edges = next(frame.value for frame in at.dataframe if "top heads" in frame.value.columns)
+    named = edges.loc[edges["top heads"].str.len() > 0]
+    # Every attention layer has its SAE, so a path passes a head only where it enters an attention feature, and
+    # that head is one of the feature's own layer.
+    assert len(named) > 0 and named.target.str.contains(r"^L\d\.attn_z:").all()
+    for heads, target in zip(named["top heads"], named.target, strict=True):
+        assert all(head.startswith(f"L{target[1]}H") for head in heads.split(", ")), (target, heads)
+    assert edges.loc[~edges.target.str.contains(".attn_z:", regex=False), "top heads"].eq("").all()
 
 
 def test_graph_page_draws_a_target_features_graph_and_its_faithfulness(open_app) -> None:

@@ -174,3 +174,43 @@ def test_many_edges_at_once_equal_each_alone(model, saes, strongest, baseline):
         assert split.residual == pytest.approx(alone.residual, rel=1e-9, abs=1e-14)
         got, expected = (torch.tensor(s.heads.score.to_numpy()) for s in (split, alone))
         torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-14)
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ["L0.transcoder", "L1.transcoder", "L2.transcoder"],  # every attention layer open
+        ["L0.transcoder", "L1.resid_pre", "L1.transcoder", "L2.attn_z"],  # L2's heads: open into L2.attn_z only
+    ],
+)
+def test_a_graphs_edges_split_at_once_equal_each_split_alone(model, saes, names):
+    """A whole-prompt graph's edges into many targets at once (sources batched across targets, targets batched by
+    read hook) give each edge's own split, and the split sums to the graph's own edge."""
+    from feature_lens_core.attribution_graph import attribution_graph
+    from feature_lens_core.heads import edge_head_loadings
+    from feature_lens_core.targets import parse_target
+
+    chosen = {n: saes[n] for n in names}
+    graph = attribution_graph(model, chosen, PROMPT, max_logits=3, node_threshold=0.9, edge_threshold=0.99)
+    nodes = graph.nodes.set_index("id")
+    edges = graph.edges.loc[graph.edges.source.map(nodes.kind).isin(["feature", "error"])]
+    edges = edges.groupby("target").head(4)  # every target, a few sources each
+    pairs = [
+        (FeatureRef(str(nodes.sae[s]), int(nodes.feature[s]), int(nodes.position[s])), parse_target(t))
+        for s, t in zip(edges.source, edges.target, strict=True)
+    ]
+    assert len({t for _, t in pairs}) >= 3 and len(pairs) >= 10
+    together = edge_head_loadings(model, chosen, PROMPT, pairs)
+    through_heads = 0
+    for (source, target), score, split in zip(pairs, edges.score, together, strict=True):
+        alone = head_loadings(model, chosen, PROMPT, source, target)
+        assert (split.source, split.target) == (str(source), str(target))
+        assert split.edge == pytest.approx(score, rel=1e-6, abs=1e-12)
+        assert split.residual == pytest.approx(alone.residual, rel=1e-9, abs=1e-14)
+        assert split.covered == alone.covered and split.layers == alone.layers
+        torch.testing.assert_close(torch.tensor(split.terms), torch.tensor(alone.terms), rtol=1e-9, atol=1e-14)
+        assert [(layer, head) for layer, head, _ in split.top(3)] == [
+            (r.layer, r.head) for r in alone.heads.head(3).itertuples() if r.score != 0
+        ]
+        through_heads += bool(split.top(1))
+    assert through_heads >= len(pairs) // 3
