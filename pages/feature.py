@@ -51,6 +51,10 @@ if found is not None:
         feature_dashboard.nearest(view, found)
 
 if tokens is not None:
+    with shown_errors("reading the causal panels"):
+        feature_dashboard.causal_panels(view, feature_dashboard.causal_panel(view.model, view.sae, view.feature))
+
+if tokens is not None:
     st.subheader("On your prompt", anchor=False)
     on_prompt: pd.DataFrame | None = None
     with shown_errors("reading the prompt"):
