@@ -143,6 +143,30 @@ def figures(found: dashboard.FeatureDashboard) -> None:
     interactions.draw_chart(chart, right, key="hist_logits", width="stretch")
 
 
+def label_evidence(found: dashboard.FeatureDashboard) -> None:
+    """What the feature's label rests on, one click away: the tokens carrying its activation on this corpus."""
+    evidence = found.evidence
+    if evidence is None or not evidence.parts:
+        return
+    with st.expander(f"Why this label: {evidence.text}", expanded=False):
+        st.caption(
+            f"Read off all {evidence.n_active:,} tokens it fires on here: each token's share of its summed activation, "
+            "and the token the model most often read just before it (with its share of that token's activation). "
+            + (f"The shipped label, from its 10 top examples: **{plain(found.label)}**." if found.label else "")
+        )
+        st.table(
+            [
+                {
+                    "token": repr(part.token),
+                    "share of activation": f"{part.share:.1%}",
+                    "usually after": "BOS" if part.before is None else repr(part.before),
+                    "share of that token's activation": f"{part.before_share:.0%}",
+                }
+                for part in evidence.parts
+            ]
+        )
+
+
 def example_html(example: dashboard.Context, peak: float) -> str:
     """One example, every token shaded by the feature's activation (`peak` is full colour), its token outlined."""
     marker = (

@@ -132,6 +132,15 @@ def feature_lens_layout(
                 "neighbours": [
                     {"sae": n.sae, "feature": n.feature, "cosine": round(n.cosine, DIGITS)} for n in b.neighbours
                 ],
+                "label_evidence": None
+                if b.evidence is None
+                else {
+                    "text": b.evidence.text,
+                    "parts": [
+                        {"token": p.token, "share": p.share, "before": p.before, "before_share": p.before_share}
+                        for p in b.evidence.parts
+                    ],
+                },
                 "causal_panel": _panel(sae, b.feature),
             }
             for b in boards

@@ -39,6 +39,7 @@ if tokens is not None:
 
 if found is not None:
     feature_dashboard.figures(found)
+    feature_dashboard.label_evidence(found)
     left, right = st.columns([3, 2])
     with left:
         st.subheader("Examples", anchor=False)

@@ -126,6 +126,7 @@ def test_the_causal_panels_list_the_shipped_edges_as_links(open_app) -> None:
     at = open_app("feature")
     assert_healthy(at)
     assert not errors(at), errors(at)
+    assert any(e.label.startswith("Why this label: ") for e in at.expander)
     titles = [m.value for m in at.markdown]
     assert "**Causes across the corpus**" in titles and "**Effects across the corpus**" in titles
     panel = causal_panel(flc.load_sae("toy", EXAMPLES[0].sae), EXAMPLES[0].feature)
