@@ -252,6 +252,7 @@ CAUSAL_TITLES = {"upstream": "Causes across the corpus", "downstream": "Effects 
 
 def causal_panels(view: state.ViewState, panel: feature_data.CausalPanel | None) -> None:
     """The feature's strongest causes and effects over the held-out text, each a link to its page."""
+    st.subheader("Causes and effects across the corpus", anchor=False)
     if panel is None:
         st.caption(
             f"Causes and effects across the corpus are shipped only for the built-in SAEs; {code(view.sae)} has none."
