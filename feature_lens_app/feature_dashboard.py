@@ -14,7 +14,7 @@ from feature_lens_app import charts, hosting, interactions, resources, state, to
 from feature_lens_app.boundary import shown_errors
 from feature_lens_app.loading import progress_bar
 from feature_lens_app.markup import code, plain, visible_html
-from feature_lens_core import dashboard
+from feature_lens_core import dashboard, feature_data
 
 SOURCES = {"held-out": "The held-out plays (shipped with feature-lens)", "text": "A text I paste"}
 NARROW = {"before": 10, "after": 4}  # tokens around an example when the wide context is off
@@ -48,7 +48,8 @@ def board(
 
 def feature_link(view: state.ViewState, sae: str, feature: int, label: str) -> None:
     """A link to another feature's page that keeps the rest of the view (prompt, SAEs, method...)."""
-    params = state.to_params(replace(view, sae=sae, feature=feature))
+    saes = view.saes if sae in view.saes else (*view.saes, sae)
+    params = state.to_params(replace(view, sae=sae, feature=feature, saes=saes))
     st.page_link(PAGE, label=label, query_params=params)
 
 
@@ -142,6 +143,30 @@ def figures(found: dashboard.FeatureDashboard) -> None:
     interactions.draw_chart(chart, right, key="hist_logits", width="stretch")
 
 
+def label_evidence(found: dashboard.FeatureDashboard) -> None:
+    """What the feature's label rests on, one click away: the tokens carrying its activation on this corpus."""
+    evidence = found.evidence
+    if evidence is None or not evidence.parts:
+        return
+    with st.expander(f"Why this label: {evidence.text}", expanded=False):
+        st.caption(
+            f"Read off all {evidence.n_active:,} tokens it fires on here: each token's share of its summed activation, "
+            "and the token the model most often read just before it (with its share of that token's activation). "
+            + (f"The shipped label, from its 10 top examples: **{plain(found.label)}**." if found.label else "")
+        )
+        st.table(
+            [
+                {
+                    "token": repr(part.token),
+                    "share of activation": f"{part.share:.1%}",
+                    "usually after": "BOS" if part.before is None else repr(part.before),
+                    "share of that token's activation": f"{part.before_share:.0%}",
+                }
+                for part in evidence.parts
+            ]
+        )
+
+
 def example_html(example: dashboard.Context, peak: float) -> str:
     """One example, every token shaded by the feature's activation (`peak` is full colour), its token outlined."""
     marker = (
@@ -214,3 +239,41 @@ def own_text(view: state.ViewState) -> None:
         on_text = token_panel.feature_on_tokens(tokens, acts, view.feature)
         st.html(token_panel.highlighted_tokens(on_text["token"].tolist(), on_text["activation"].tolist()))
         st.caption(f"Largest here: {on_text['activation'].max():.3f} (position {int(on_text['activation'].argmax())}).")
+
+
+@st.cache_data(max_entries=hosting.limits().cache_entries, show_spinner=False)
+def causal_panel(model_name: str, sae_name: str, feature: int) -> feature_data.CausalPanel | None:
+    """The feature's shipped causes and effects across the held-out text (None where the SAE ships none)."""
+    return feature_data.causal_panel(resources.sae(model_name, sae_name), feature)
+
+
+CAUSAL_TITLES = {"upstream": "Causes across the corpus", "downstream": "Effects across the corpus"}
+
+
+def causal_panels(view: state.ViewState, panel: feature_data.CausalPanel | None) -> None:
+    """The feature's strongest causes and effects over the held-out text, each a link to its page."""
+    st.subheader("Causes and effects across the corpus", anchor=False)
+    if panel is None:
+        st.caption(
+            f"Causes and effects across the corpus are shipped only for the built-in SAEs; {code(view.sae)} has none."
+        )
+        return
+    if not panel.occurrences:
+        st.caption(f"It is not active in the {panel.n_prompts} held-out prompts they are summed over.")
+        return
+    st.caption(
+        f"Direct edges of whole-prompt attribution graphs on {panel.n_prompts} held-out prompts, with "
+        f"{', '.join(map(code, panel.saes))}, where it fires ({panel.occurrences} tokens). *Mean*: the edge, summed "
+        "over positions, where it appears; *in*: the share of its tokens with that edge. Click one to open it."
+    )
+    for column, (side, edges) in zip(
+        st.columns(2), (("upstream", panel.upstream), ("downstream", panel.downstream)), strict=True
+    ):
+        with column:
+            st.markdown(f"**{CAUSAL_TITLES[side]}**")
+            if not edges:
+                st.caption("None: no feature of the set reads from it." if side == "downstream" else "None in the set.")
+            for edge in edges:
+                label = resources.label(view.model, edge.sae, edge.feature)
+                text = f"{plain(edge.sae)} #{edge.feature} {plain(label)}"
+                feature_link(view, edge.sae, edge.feature, f"{text} · mean {edge.score:+.3f} · in {edge.frequency:.0%}")

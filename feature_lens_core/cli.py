@@ -1,4 +1,4 @@
-"""The command line: `python -m feature_lens_core saes|activations|rank|graph|batch|qk ...`.
+"""The command line: `python -m feature_lens_core saes|activations|rank|graph|batch|qk|dashboard-export ...`.
 
 Results go to stdout as JSON (a list of row objects), CSV or a plain table. Any bad input exits
 with status 2 and one line on stderr saying what to change; never a traceback.
@@ -23,6 +23,7 @@ from transformer_lens import HookedTransformer
 
 from feature_lens_core import batch, connectome, hooks, loading, qk
 from feature_lens_core.attribution_graph import attribution_graph
+from feature_lens_core.dashboard_export import LAYOUTS, export_dashboards
 from feature_lens_core.errors import FeatureLensError
 from feature_lens_core.files import write_atomically
 from feature_lens_core.options import BASELINES, DIRECTIONS, GRAPH_DIRECTIONS, METHODS
@@ -60,7 +61,9 @@ def _feature(text: str) -> FeatureRef:
 def parser() -> argparse.ArgumentParser:
     """The `feature_lens_core` argument parser with its three commands."""
     main = _Parser(prog="python -m feature_lens_core", description="Rank SAE features that cause each other.")
-    commands = main.add_subparsers(dest="command", required=True, metavar="{saes,activations,rank,graph,batch,qk}")
+    commands = main.add_subparsers(
+        dest="command", required=True, metavar="{saes,activations,rank,graph,batch,qk,dashboard-export}"
+    )
 
     def command(name: str, help: str, formats: tuple[str, ...] = FORMATS) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help, description=help)
@@ -144,6 +147,17 @@ def parser() -> argparse.ArgumentParser:
     scores.add_argument("--saes", required=True, help="comma-separated SAE names to write the residual streams in")
     scores.add_argument("--show", choices=QK_TABLES, default="pairs", help="which table (default: pairs)")
     scores.add_argument("--top-k", type=_positive, default=20, help="keep the N largest rows (default 20)")
+
+    export_help = "Write every feature's dashboard of one SAE to a JSON file (layouts: docs/dashboards.md)."
+    export = commands.add_parser("dashboard-export", help=export_help, description=export_help)
+    export.add_argument("--model", required=True, help="'toy' (built-in) or a TransformerLens model name")
+    export.add_argument("--sae", required=True, help="SAE name (see the saes command)")
+    export.add_argument("--out", required=True, help="the JSON file to write")
+    export.add_argument(
+        "--layout", choices=LAYOUTS, default="feature-lens", help="feature-lens's own, or Neuronpedia's feature data"
+    )
+    export.add_argument("--text", help="UTF-8 text file to read (default: the built-in held-out plays)")
+    export.add_argument("--features", help="comma-separated feature numbers (default: all)")
     return main
 
 
@@ -242,6 +256,9 @@ def _run(args: argparse.Namespace) -> None:
         return
     if args.command == "batch":
         _batch(model, args)
+        return
+    if args.command == "dashboard-export":
+        _dashboard_export(model, args)
         return
     if args.command == "qk":
         _qk(model, args)
@@ -398,6 +415,34 @@ def _qk(model: HookedTransformer, args: argparse.Namespace) -> None:
         f"layer {found.layer} head {found.head}, query {found.query_position} -> key {found.key_position}: "
         f"pre-softmax score {found.score:.6g}, attention weight {found.pattern:.4g}\n"
     )
+
+
+def _dashboard_export(model: HookedTransformer, args: argparse.Namespace) -> None:
+    text = None
+    if args.text:
+        source = Path(args.text)
+        if not source.is_file():
+            raise FeatureLensError(f"Text file '{source}' does not exist. Give a UTF-8 text file.")
+        try:
+            text = source.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise FeatureLensError(f"Text file '{source}' is not UTF-8 text.") from exc
+    features = None
+    if args.features:
+        parts = [p.strip() for p in args.features.split(",")]
+        if not all(p.isdigit() for p in parts):
+            raise FeatureLensError(f"--features must be whole numbers separated by commas, not {args.features!r}.")
+        features = [int(p) for p in parts]
+    sae = loading.load_sae(args.model, args.sae)
+    with tqdm(total=len(features or range(sae.cfg.d_sae)), desc="features", file=sys.stderr, disable=None) as bar:
+
+        def advance(done: int, _total: int) -> None:
+            bar.update(done - bar.n)
+
+        data = export_dashboards(
+            model, sae, name=args.sae, out=args.out, layout=args.layout, text=text, features=features, progress=advance
+        )
+    sys.stderr.write(f"wrote {len(data['features'])} features' dashboards ({args.layout} layout) to {args.out}\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -271,6 +271,26 @@ class Neighbour:
 
 
 @dataclass(frozen=True)
+class LabelPart:
+    """One token a feature fires on: its share of the feature's total activation on the corpus, the token most
+    often read just before it there (None: only BOS, the token opens its window) and that token's share of it."""
+
+    token: str
+    share: float
+    before: str | None
+    before_share: float
+
+
+@dataclass(frozen=True)
+class LabelEvidence:
+    """A label read off the corpus (`text`) and what supports it: the tokens carrying most of the activation."""
+
+    text: str
+    parts: tuple[LabelPart, ...]
+    n_active: int
+
+
+@dataclass(frozen=True)
 class FeatureDashboard:
     """Everything the Feature page shows about one feature on one corpus.
 
@@ -293,6 +313,7 @@ class FeatureDashboard:
     suppressed: tuple[TokenEffect, ...]
     logits: Histogram
     neighbours: tuple[Neighbour, ...]
+    evidence: LabelEvidence | None = None
 
 
 def token_bytes(tokenizer: PreTrainedTokenizerBase, token_id: int) -> str:
@@ -357,6 +378,51 @@ def _context(tokenizer: PreTrainedTokenizerBase, corpus: Corpus, dense: Float[Te
         position=position,
         offsets=tuple(start + members[0] for _, members in pieces),
     )
+
+
+LABEL_TOKENS = 3  # tokens a label names at most
+LABEL_MIN_SHARE = 0.05  # of the feature's total activation, for a token to be named
+LABEL_CONTEXT_SHARE = 0.3  # of a token's activation, for the token before it to be named ("after ...")
+
+
+def label_evidence(tokenizer: PreTrainedTokenizerBase, acts: CorpusActivations, feature: int) -> LabelEvidence:
+    """The tokens that carry most of `feature`'s activation on the corpus, each with its usual preceding token, and
+    a label naming them: `' thou' after ' art' (12%) · ' me' (8%)`. Shares are of the summed activation, so a
+    token the feature fires on strongly counts more than one it barely touches."""
+    where, values = acts.of_feature(feature)
+    if not len(values):
+        return LabelEvidence("never fires on this text", (), 0)
+    flat = acts.corpus.windows.flatten()
+    ids, before = flat[where.long()], flat[where.long() - 1]
+    opens = (where % acts.corpus.windows.shape[1]) == 1  # the model read only BOS before it
+    total = float(values.sum())
+    mass = torch.zeros(int(flat.max()) + 1, dtype=torch.float64).index_add_(0, ids, values.double())
+    parts = []
+    for token_id in mass.argsort(descending=True)[:LABEL_TOKENS].tolist():
+        share = float(mass[token_id]) / total
+        if share < LABEL_MIN_SHARE and parts:
+            break
+        here = ids == token_id
+        previous = torch.where(opens[here], -1, before[here])
+        weight = torch.zeros(len(mass) + 1, dtype=torch.float64).index_add_(0, previous + 1, values[here].double())
+        best = int(weight.argmax())
+        parts.append(
+            LabelPart(
+                token=merged_tokens(tokenizer, [token_id])[0][0],
+                share=share,
+                before=None if best == 0 else merged_tokens(tokenizer, [best - 1])[0][0],
+                before_share=float(weight[best]) / float(mass[token_id]),
+            )
+        )
+
+    def named(part: LabelPart) -> str:
+        token = repr(part.token.replace("\n", "⏎"))
+        if part.before_share < LABEL_CONTEXT_SHARE:
+            return f"{token} ({part.share:.0%})"
+        after = "BOS" if part.before is None else repr(part.before.replace("\n", "⏎"))
+        return f"{token} after {after} ({part.share:.0%})"
+
+    return LabelEvidence(" · ".join(named(p) for p in parts), tuple(parts), len(values))
 
 
 def _top_flat(sae: SAE, corpus: Corpus, where: Tensor, values: Tensor, feature: int, k: int) -> list[int]:
@@ -516,6 +582,7 @@ def feature_dashboard(
         suppressed=_effects(tokenizer, down.indices, -down.values),
         logits=histogram(logits, bins=bins),
         neighbours=nearest_features(sae, feature, others or {}, name=name, k=neighbours),
+        evidence=label_evidence(tokenizer, acts, feature),
     )
 
 

@@ -1,7 +1,7 @@
-"""Per-feature dashboard data: labels, top examples, density, mean activation, logit effects.
+"""Per-feature dashboard data: labels, top examples, density, mean activation, logit effects, causal panels.
 
 The built-in SAEs ship this data beside their weights (`feature_data.safetensors`,
-`labels.json`, written by the zoo build). For any other SAE, what can be computed
+`labels.json` and `causal_panels.safetensors`, written by the zoo build). For any other SAE, what can be computed
 locally (logit effects) is computed; the rest is reported as unavailable.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from jaxtyping import Float
 from sae_lens import SAE
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from torch import Tensor
 from transformer_lens import HookedTransformer
@@ -76,6 +76,9 @@ SHIPPED = {
 }
 SHAPE_GROUPS = (("top_index", "top_position", "top_activation"), ("boosted", "boosted_value"))
 SHAPE_GROUPS += (("suppressed", "suppressed_value"),)
+# causal_panels.safetensors: per side, [d_sae, k] tensors (is it floating point?), plus `occurrences` [d_sae].
+PANEL_FIELDS = {"sae": False, "feature": False, "score": True, "frequency": True}
+PANEL_SIDES = ("upstream", "downstream")
 LABELS_MAX_BYTES = 64 * 2**20  # a few hundred bytes per label for a million features
 
 
@@ -128,6 +131,109 @@ def _labels(folder: Path, d_sae: int) -> tuple[str, ...]:
     return tuple(labels)
 
 
+@dataclass(frozen=True)
+class CorpusEdge:
+    """Another feature's edge with this one across the corpus: its mean score where the edge appears (the direct
+    effect summed over positions, per occurrence) and its frequency (the share of this feature's occurrences
+    with the edge)."""
+
+    sae: str
+    feature: int
+    score: float
+    frequency: float
+
+
+@dataclass(frozen=True)
+class CausalPanel:
+    """A feature's top causes (`upstream`) and effects (`downstream`) over `n_prompts` held-out prompts in which
+    it was active at `occurrences` positions, strongest first (mean score times frequency)."""
+
+    occurrences: int
+    n_prompts: int
+    saes: tuple[str, ...]
+    upstream: list[CorpusEdge]
+    downstream: list[CorpusEdge]
+
+
+@functools.cache
+def _panels(folder: Path, d_sae: int) -> tuple[dict[str, Tensor], tuple[str, ...], int] | None:
+    """causal_panels.safetensors (tensors, the SAE set's names, the number of prompts), checked, or None."""
+    path = folder / "causal_panels.safetensors"
+    if not path.exists():
+        return None
+    where = f"SAE folder '{folder}': causal_panels.safetensors"
+    try:
+        with safe_open(str(path), "pt") as file:
+            data = {key: file.get_tensor(key) for key in file.keys()}  # noqa: SIM118  # safe_open is not a dict
+            metadata = file.metadata() or {}
+    except (OSError, SafetensorError) as exc:
+        raise FeatureLensError(
+            f"{where} could not be read ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}). Rebuild it "
+            "(python -m feature_lens_core.zoo.build --stages causes) or remove it."
+        ) from exc
+    names = untrusted_files.read_json_text(metadata.get("saes", "null"), what=f"{where}: metadata 'saes'")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise FeatureLensError(f"{where}: its metadata 'saes' must list the SAE set's names. Rebuild it or remove it.")
+    n_prompts = metadata.get("n_prompts", "")
+    occurrences = data.get("occurrences")
+    if not n_prompts.isdigit() or occurrences is None or occurrences.shape != (d_sae,):
+        raise FeatureLensError(
+            f"{where}: it must hold 'occurrences' of shape [{d_sae}] and 'n_prompts' in its metadata. Rebuild it."
+        )
+    shapes = set()
+    for side in PANEL_SIDES:
+        for field_name, floating in PANEL_FIELDS.items():
+            tensor = data.get(f"{side}_{field_name}")
+            if (
+                tensor is None
+                or tensor.dim() != 2
+                or tensor.shape[0] != d_sae
+                or tensor.is_floating_point() != floating
+            ):
+                found = "missing" if tensor is None else f"{tensor.dtype} of shape {tuple(tensor.shape)}"
+                raise FeatureLensError(
+                    f"{where}: '{side}_{field_name}' must be {'floating-point' if floating else 'integer'} of shape "
+                    f"[{d_sae}, k] (found {found}). Rebuild it or remove it."
+                )
+            shapes.add(tensor.shape)
+        if (
+            data[f"{side}_sae"].min() < -1
+            or data[f"{side}_sae"].max() >= len(names)
+            or data[f"{side}_feature"].min() < -1
+        ):
+            raise FeatureLensError(
+                f"{where}: '{side}_sae' or '{side}_feature' is out of range. Rebuild it or remove it."
+            )
+    if len(shapes) > 1:
+        raise FeatureLensError(f"{where}: every upstream_* and downstream_* tensor must have one shape. Rebuild it.")
+    return data, tuple(names), int(n_prompts)
+
+
+def causal_panel(sae: SAE, feature: int) -> CausalPanel | None:
+    """The feature's causes and effects across the held-out text, shipped for the built-in SAE sets, else None."""
+    validation.index(feature, "Feature", sae.cfg.d_sae, "this SAE")
+    folder = _folder(sae)
+    shipped = _panels(folder, sae.cfg.d_sae) if folder else None
+    if shipped is None:
+        return None
+    data, names, n_prompts = shipped
+
+    def side(name: str) -> list[CorpusEdge]:
+        return [
+            CorpusEdge(names[s], f, score, frequency)
+            for s, f, score, frequency in zip(
+                data[f"{name}_sae"][feature].tolist(),
+                data[f"{name}_feature"][feature].tolist(),
+                data[f"{name}_score"][feature].tolist(),
+                data[f"{name}_frequency"][feature].tolist(),
+                strict=True,
+            )
+            if s >= 0
+        ]
+
+    return CausalPanel(int(data["occurrences"][feature]), n_prompts, names, side("upstream"), side("downstream"))
+
+
 @functools.cache
 def _held_out_tokens() -> Tensor:
     return load_file(str(paths.HELD_OUT_TOKENS))["tokens"].long()
@@ -148,6 +254,9 @@ def check(sae: SAE) -> None:
     """Read and check the feature data shipped beside the SAE's weights, if any (`FeatureLensError` if broken)."""
     shipped_data(sae)
     _shipped_labels(sae)
+    folder = _folder(sae)
+    if folder:
+        _panels(folder, sae.cfg.d_sae)
 
 
 def has_feature_data(sae: SAE) -> bool:

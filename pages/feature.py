@@ -39,6 +39,7 @@ if tokens is not None:
 
 if found is not None:
     feature_dashboard.figures(found)
+    feature_dashboard.label_evidence(found)
     left, right = st.columns([3, 2])
     with left:
         st.subheader("Examples", anchor=False)
@@ -49,6 +50,10 @@ if found is not None:
         st.subheader("Nearest features by decoder direction", anchor=False)
         st.caption("In this SAE and in the view's other SAEs that write to the same place.")
         feature_dashboard.nearest(view, found)
+
+if tokens is not None:
+    with shown_errors("reading the causal panels"):
+        feature_dashboard.causal_panels(view, feature_dashboard.causal_panel(view.model, view.sae, view.feature))
 
 if tokens is not None:
     st.subheader("On your prompt", anchor=False)

@@ -1,7 +1,7 @@
 """Rebuild the built-in model zoo from scratch: `python -m feature_lens_core.zoo.build`.
 
 Stages, each deterministic from `--seed`:
-  tokenizer -> model -> saes -> dashboards -> quality
+  tokenizer -> model -> saes -> dashboards -> quality -> causes
 Each stage writes into `feature_lens_core/zoo/toy/`; `--stages` re-runs a subset.
 """
 
@@ -21,7 +21,7 @@ from feature_lens_core.zoo.corpus import load_corpus
 from feature_lens_core.zoo.model import MODEL_CONFIG, build_model, load_model_folder, save_model, train_model
 from feature_lens_core.zoo.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
 
-STAGES = ("tokenizer", "model", "saes", "dashboards", "quality")
+STAGES = ("tokenizer", "model", "saes", "dashboards", "quality", "causes")
 VOCAB_SIZE = 4096
 BUILD_DEVICE = "cpu"  # the zoo is trained and measured on the CPU, where every stage is deterministic from --seed
 
@@ -92,6 +92,12 @@ def main(argv: list[str] | None = None) -> None:
         report["held_out_plays"] = [name for name, _ in corpus.held_out]
         paths.QUALITY_FILE.write_text(json.dumps(report, indent=2))
         timings["quality"] = time.perf_counter() - start
+    if "causes" in stages:
+        from feature_lens_core.zoo.causal_panels import build_causal_panels
+
+        start = time.perf_counter()
+        build_causal_panels(model, paths.SAES_DIR)
+        timings["causes"] = time.perf_counter() - start
     print(json.dumps({"seconds": timings}, indent=2))  # noqa: T201
 
 

@@ -117,3 +117,23 @@ def test_the_histogram_chart_is_valid_vega_lite() -> None:
 
     spec = builders.histogram_bars([0.0, 0.5, 1.0], [3, 0], title="t", value="activation").to_dict()  # validates
     assert spec["encoding"]["x"]["bin"] == "binned" and spec["encoding"]["x2"]["field"] == "end"
+
+
+def test_the_causal_panels_list_the_shipped_edges_as_links(open_app) -> None:
+    import feature_lens_core as flc
+    from feature_lens_core.feature_data import causal_panel
+
+    at = open_app("feature")
+    assert_healthy(at)
+    assert not errors(at), errors(at)
+    assert any(e.label.startswith("Why this label: ") for e in at.expander)
+    titles = [m.value for m in at.markdown]
+    assert "**Causes across the corpus**" in titles and "**Effects across the corpus**" in titles
+    panel = causal_panel(flc.load_sae("toy", EXAMPLES[0].sae), EXAMPLES[0].feature)
+    assert panel is not None and panel.upstream and panel.downstream
+    links = [(label, params) for label, params in _links(at) if " · mean " in label]
+    expected = [(e.sae, str(e.feature)) for e in (*panel.upstream, *panel.downstream)]
+    assert [(params["sae"], params["feature"]) for _, params in links] == expected
+    for (label, params), edge in zip(links, (*panel.upstream, *panel.downstream), strict=True):
+        assert label.startswith(f"{edge.sae} #{edge.feature} ") and f"in {edge.frequency:.0%}" in label
+        assert params["prompt"] == EXAMPLES[0].prompt and edge.sae in params["saes"].split(",")

@@ -1,0 +1,106 @@
+"""Causes and effects across a corpus: the aggregate equals a plain recomputation from each prompt's adjacency."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import pandas as pd
+import pytest
+import torch
+
+import feature_lens_core as flc
+from feature_lens_core.corpus_edges import CorpusEdges
+
+TRANSCODERS = ("L0.transcoder", "L1.transcoder", "L2.transcoder")
+
+
+@pytest.fixture(scope="module")
+def graphs():
+    model = flc.load_model("toy")
+    saes = {name: flc.load_sae("toy", name) for name in TRANSCODERS}
+    prompts = flc.held_out_prompts(2, 12)
+    return saes, [flc.adjacency(model, saes, prompt) for prompt in prompts]
+
+
+def _recomputed(graphs) -> tuple[dict, dict, dict, dict]:
+    """Per (target feature, source feature): summed edge, target occurrences with it, source occurrences with it;
+    and each feature's occurrences. Features are (sae, feature); BOS (position 0) is left out."""
+    score: dict = defaultdict(float)
+    up: dict = defaultdict(int)
+    down: dict = defaultdict(int)
+    occurrences: dict = defaultdict(int)
+    for graph in graphs:
+        nodes = graph.nodes.iloc[: graph.n_features]
+        kept = [i for i in range(graph.n_features) if nodes["position"].iloc[i] > 0]
+        key = {i: (nodes["sae"].iloc[i], int(nodes["feature"].iloc[i])) for i in kept}
+        for i in kept:
+            occurrences[key[i]] += 1
+        # pandas' groupby, not the index arithmetic under test: rows are targets, columns sources.
+        frame = pd.DataFrame(graph.adjacency[kept][:, kept].numpy())
+        labels = [key[i] for i in kept]
+        per_target = frame.T.groupby(pd.Series(labels, dtype=object)).sum().T  # [target node, source feature]
+        per_source = frame.groupby(pd.Series(labels, dtype=object)).sum()  # [target feature, source node]
+        per_target.index = pd.Index(labels, dtype=object)
+        per_source.columns = pd.Index(labels, dtype=object)
+        for (target, source), value in _nonzero(per_target):
+            score[target, source] += value
+            up[target, source] += 1
+        for (target, source), _ in _nonzero(per_source):
+            down[source, target] += 1
+    return score, up, down, occurrences
+
+
+def _nonzero(frame: pd.DataFrame) -> list:
+    """The ((row label, column label), value) pairs of a frame's non-zero cells (labels may repeat)."""
+    rows, columns = frame.to_numpy().nonzero()
+    values = frame.to_numpy()[rows, columns]
+    return [((frame.index[r], frame.columns[c]), float(v)) for r, c, v in zip(rows, columns, values, strict=True)]
+
+
+def test_aggregate_equals_a_recomputation_from_adjacency(graphs):
+    saes, built = graphs
+    edges = CorpusEdges.empty(saes, list(TRANSCODERS))
+    for graph in built:
+        edges.add(graph)
+    score, up, down, occurrences = _recomputed(built)
+    start = dict(zip(edges.saes, edges.offsets, strict=True))
+
+    def gid(feature: tuple[str, int]) -> int:
+        return start[feature[0]] + feature[1]
+
+    assert edges.n_prompts == 2
+    assert {f: int(edges.occurrences[gid(f)]) for f in occurrences} == dict(occurrences)
+    assert int(edges.occurrences.sum()) == sum(occurrences.values())
+    assert int((edges.upstream_count > 0).sum()) == sum(1 for c in up.values() if c)
+    for (target, source), value in score.items():
+        assert float(edges.score[gid(target), gid(source)]) == pytest.approx(value, rel=1e-9, abs=1e-12)
+        assert int(edges.upstream_count[gid(target), gid(source)]) == up[target, source]
+        assert int(edges.downstream_count[gid(source), gid(target)]) == down[source, target]
+
+    # The shipped top-k: each entry's mean score and frequency from the recomputed sums and counts.
+    for name in TRANSCODERS:
+        top = edges.top(name, k=8)
+        checked = 0
+        for feature in range(saes[name].cfg.d_sae):
+            n = occurrences[name, feature]
+            assert int(top["occurrences"][feature]) == n
+            for side in ("upstream", "downstream"):
+                for j in range(8):
+                    other = int(top[f"{side}_sae"][feature, j])
+                    if other < 0:
+                        continue
+                    them = (edges.saes[other], int(top[f"{side}_feature"][feature, j]))
+                    pair = ((name, feature), them) if side == "upstream" else (them, (name, feature))
+                    count = up[pair] if side == "upstream" else down[(name, feature), them]
+                    assert float(top[f"{side}_score"][feature, j]) == pytest.approx(score[pair] / count, rel=1e-5)
+                    assert float(top[f"{side}_frequency"][feature, j]) == pytest.approx(count / n, rel=1e-6)
+                    checked += 1
+        if name != TRANSCODERS[0]:
+            assert checked > 0
+        # Ranked by the mean over all occurrences, largest first.
+        strength = top["upstream_score"].abs() * top["upstream_frequency"]
+        assert bool((strength[:, :-1] >= strength[:, 1:] - 1e-6).all())
+    # The first layer's transcoder has no upstream features, the last no downstream ones.
+    assert bool((edges.top(TRANSCODERS[0])["upstream_sae"] == -1).all())
+    assert bool((edges.top(TRANSCODERS[-1])["downstream_sae"] == -1).all())
+    assert torch.isfinite(edges.score).all()
