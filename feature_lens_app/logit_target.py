@@ -11,6 +11,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 import torch
+from streamlit.delta_generator import DeltaGenerator
 
 from feature_lens_app import resources, state
 from feature_lens_app.charts import display_token
@@ -20,6 +21,8 @@ from feature_lens_core import validation
 from feature_lens_core.exclusive import exclusive
 
 PREDICTIONS = 8  # next-token choices offered; on the built-in model they hold most of the probability
+# A text box cannot hold a newline or show a tab, so the token boxes show these marks for them (as the charts do).
+_MARKS = {"\n": "⏎", "\t": "⇥"}
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
@@ -61,6 +64,27 @@ def _choose(key: str, token: str) -> None:
     st.session_state[key] = token
 
 
+def _marked(token: str) -> str:
+    for char, mark in _MARKS.items():
+        token = token.replace(char, mark)
+    return token
+
+
+def _take_box(key: str, box: str) -> None:
+    """A token box was edited: its text, with the marks read back as the characters they stand for."""
+    text = str(st.session_state[box])
+    for char, mark in _MARKS.items():
+        text = text.replace(mark, char)
+    st.session_state[key] = text
+
+
+def _token_box(where: DeltaGenerator, label: str, key: str, help: str) -> None:
+    """A text box for the token under `key` (which the URL holds), showing newlines and tabs as marks."""
+    box = f"_{key}_box"
+    st.session_state[box] = _marked(str(st.session_state.get(key) or ""))
+    where.text_input(label, key=box, on_change=_take_box, args=(key, box), help=help)
+
+
 def kind_switch() -> None:
     """The radio that picks what the page explains."""
     choice_radio(
@@ -79,17 +103,17 @@ def token_choices(view: state.ViewState, tokens: list[str]) -> None:
     """The token boxes and the model's top predictions at the position, each a button that picks it."""
     diff = view.kind == "diff"
     left, right = st.columns(2)
-    left.text_input(
+    _token_box(
+        left,
         "Token",
-        key="token",
-        help="The predicted token whose logit is explained: exactly one token of the model's tokenizer (a word "
-        "usually starts with a space, as in ' thou'). Pick one of the model's predictions below to be sure.",
+        "token",
+        "The predicted token whose logit is explained: exactly one token of the model's tokenizer (a word "
+        "usually starts with a space, as in ' thou'; ⏎ is a new line). Pick one of the model's predictions below "
+        "to be sure.",
     )
     if diff:
-        right.text_input(
-            "Against",
-            key="other",
-            help="The token it is compared with: the score is logit(token) - logit(against).",
+        _token_box(
+            right, "Against", "other", "The token it is compared with: the score is logit(token) - logit(against)."
         )
     if not 0 <= view.pos < len(tokens):
         return  # the ranking says which positions there are

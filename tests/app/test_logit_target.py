@@ -85,9 +85,19 @@ def test_switching_to_a_logit_offers_the_models_predictions(open_app) -> None:
 )
 def test_a_token_that_is_several_tokens_is_said_once_and_kept(open_app, token: str, pieces: str) -> None:
     at = open_app(kind="logit", token=" thou", pos=str(POSITION))
-    at.text_input(key="token").input(token).run()
+    at.text_input(key="_token_box").input(token).run()
     assert_healthy(at)
     (message,) = errors(at)
     assert pieces in message and (not token or "tokens for this model's tokenizer" in message)
     assert at.session_state["token"] == token and at.query_params["token"] == token  # kept, for the user to fix
     assert at.session_state["prompt"] == EXAMPLES[0].prompt
+
+
+def test_a_new_line_token_is_shown_and_typed_as_a_mark(open_app) -> None:
+    at = open_app(kind="logit", token="\n", pos="10")  # after '?' the model predicts a new line at 91%
+    assert_healthy(at)
+    assert not errors(at), errors(at)
+    assert at.text_input(key="_token_box").value == "⏎"
+    at.text_input(key="_token_box").input("⏎").run()
+    assert at.session_state["token"] == "\n" and not errors(at)
+    _same_rows(_page_table(at), _core_ranking(flc.LogitRef("\n", 10), "attribution"))
