@@ -347,20 +347,32 @@ def graph_chart(
     )
 
 
+CLUSTER_SHAPES = ["circle", "square", "triangle-up", "diamond", "cross", "triangle-down", "wedge", "stroke"]
+
+
 def cluster_map(df: pd.DataFrame, *, param: str = PICK) -> alt.TopLevelMixin:
-    """Features on a 2-D map of their connection profiles, coloured by cluster; click one to select it.
+    """Features on a 2-D map of their connection profiles, told apart by cluster in colour and in shape (so that
+    the clusters stay apart for a reader who does not see the colours); click one to select it.
 
     Expects columns sae, feature, label, cluster, x, y, occurrences (the clustering's map frame).
     """
     pick = alt.selection_point(name=param, fields=["sae", "feature"], on="click", toggle=False)
+    groups = sorted(df["cluster"].astype(int).unique().tolist())
+    names = [f"cluster {g + 1}" for g in groups]
+    legend = alt.Legend(orient="right", title="cluster")
     return readable(
-        alt.Chart(df.assign(cluster=df["cluster"].astype(str)))
-        .mark_point(filled=True, size=80, cursor="pointer")
+        alt.Chart(df.assign(cluster=[f"cluster {int(c) + 1}" for c in df["cluster"]]))
+        .mark_point(filled=True, size=90, cursor="pointer")
         .encode(
-            x=alt.X("x:Q", title="profile component 1"),
-            y=alt.Y("y:Q", title="profile component 2"),
-            color=alt.Color("cluster:N", scale=alt.Scale(scheme="tableau10"), legend=alt.Legend(orient="right")),
-            opacity=alt.when(pick).then(alt.value(1.0)).otherwise(alt.value(0.55)),
+            x=alt.X("x:Q", title="first main direction of difference between profiles"),
+            y=alt.Y("y:Q", title="second main direction"),
+            color=alt.Color("cluster:N", scale=alt.Scale(domain=names, scheme="tableau10"), legend=legend),
+            shape=alt.Shape(
+                "cluster:N",
+                scale=alt.Scale(domain=names, range=[CLUSTER_SHAPES[g % len(CLUSTER_SHAPES)] for g in groups]),
+                legend=legend,
+            ),
+            opacity=alt.when(pick).then(alt.value(1.0)).otherwise(alt.value(0.6)),
             tooltip=[
                 alt.Tooltip("sae:N", title="SAE"),
                 alt.Tooltip("feature:Q"),
@@ -371,6 +383,48 @@ def cluster_map(df: pd.DataFrame, *, param: str = PICK) -> alt.TopLevelMixin:
         )
         .add_params(pick)
         .properties(height=420, description="Features placed by their upstream and downstream partners")
+    )
+
+
+def edge_frequency(df: pd.DataFrame, *, param: str = PICK) -> alt.TopLevelMixin:
+    """Each edge across prompts as a point: how often it holds (x, a percentage) against its mean strength (y),
+    coloured on the diverging scale of the rankings; click one to select it.
+
+    Expects columns sae, feature, label, kind, mean_score, frequency (0 to 1), prompts and occurrences
+    (`rank_many`'s edges, labelled).
+    """
+    extent = _symmetric_extent(_numbers(df, "mean_score"))
+    pick = alt.selection_point(name=param, fields=["sae", "feature", "kind"], on="click", toggle=False)
+    is_error = alt.datum.kind == "error"
+    colour = alt.Color(
+        "mean_score:Q",
+        scale=alt.Scale(scheme=DIVERGING_SCHEME, domain=[-extent, extent], domainMid=0),
+        legend=alt.Legend(title="mean score", orient="bottom", gradientLength=160),
+    )
+    return readable(
+        alt.Chart(df.assign(percent=100 * df["frequency"].astype(float)))
+        .mark_point(filled=True, size=90, cursor="pointer", stroke="#444444", strokeWidth=0.5)
+        .encode(
+            x=alt.X(
+                "percent:Q",
+                title="how often it holds (% of the target's occurrences)",
+                scale=alt.Scale(domain=[0, 100]),
+            ),
+            y=alt.Y("mean_score:Q", title="mean score (its strength when it holds)"),
+            color=alt.when(is_error).then(alt.value(ERROR_FILL)).otherwise(colour),
+            shape=alt.when(is_error).then(alt.value("square")).otherwise(alt.value("circle")),
+            opacity=alt.when(pick).then(alt.value(1.0)).otherwise(alt.value(0.7)),
+            tooltip=[
+                alt.Tooltip("label:N", title="node"),
+                alt.Tooltip("sae:N", title="SAE"),
+                alt.Tooltip("feature:Q"),
+                alt.Tooltip("percent:Q", format=".0f", title="holds (%)"),
+                alt.Tooltip("mean_score:Q", format="+.4f", title="mean score"),
+                alt.Tooltip("prompts:Q"),
+            ],
+        )
+        .add_params(pick)
+        .properties(height=320, description="Edges across prompts: how often each holds against its mean score")
     )
 
 
