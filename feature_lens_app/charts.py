@@ -28,6 +28,9 @@ ERROR_STROKE = "#444444"
 METHOD_COLOURS = {"attribution": "#1f77b4", "direct": "#ff7f0e", "integrated": "#2ca02c"}
 LABEL_CHARS = 28
 BAR_STEP = 22  # pixels per bar
+# Bar labels are cut (with "…", the full text in the tooltip) to at most 40% of the chart's width, so that on a
+# phone the bars keep most of the width.
+LABEL_LIMIT = alt.ExprRef("clamp(containerSize()[0] * 0.4, 80, 360)")
 # Axis, legend and title text: #31333f on white is 12.6:1 (WCAG AA asks 4.5:1 for text; Streamlit's
 # default chart grey #808495 gives 3.7:1).
 TEXT = "#31333f"
@@ -111,7 +114,7 @@ def ranked_bars(
         alt.Chart(df, title=title)
         .mark_bar(cursor="pointer")
         .encode(
-            y=alt.Y("label:N", sort=None, title=None, axis=alt.Axis(labelLimit=360)),
+            y=alt.Y("label:N", sort=None, title=None, axis=alt.Axis(labelLimit=LABEL_LIMIT)),
             x=alt.X(f"{value}:Q", title=value, scale=alt.Scale(domain=[-extent, extent])),
             color=alt.when(is_error).then(alt.value(ERROR_FILL)).otherwise(colour),
             stroke=alt.when(is_error).then(alt.value(ERROR_STROKE)).otherwise(alt.value("#8a8a8a")),

@@ -21,6 +21,7 @@ from feature_lens_core.options import Direction
 
 CHART_BARS = 12  # bars per chart, so both charts fit above the fold at 1440x900
 TABLE_ROWS = 20  # rows per direction in the table unless every ranked node is asked for
+TWIN_COLUMNS = ["label", "sae", "kind", "feature", "token", "position", "activation", "score"]
 TITLES = {"upstream": "Upstream: what drives it", "downstream": "Downstream: what it drives"}
 
 view = frame.view()
@@ -59,6 +60,13 @@ if tokens is not None:
                 key = f"bars_{direction}_{state.fingerprint(view)}"
                 rows = interactions.labelled(result.frame.head(CHART_BARS), view.model)
                 interactions.ranking_chart(rows, TITLES[direction], key, extent)
+                with st.expander("Show as a table"):  # the chart's rows for a keyboard or a screen reader
+                    st.dataframe(
+                        rows.loc[:, [c for c in TWIN_COLUMNS if c in rows]],
+                        hide_index=True,
+                        width="stretch",
+                        column_config=interactions.NUMBER_FORMAT,
+                    )
                 shown[direction] = result.frame
                 st.caption(
                     f"{len(result.frame)} nodes ranked in {result.seconds:.2f} s. Click a bar to make it the target."

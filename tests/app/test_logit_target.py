@@ -52,6 +52,8 @@ def test_a_logit_target_ranks_what_the_core_ranks(open_app, method: str) -> None
     bars = [key for key in charts(at) if key.startswith("bars_")]
     assert [key.split("_")[1] for key in bars] == ["upstream"]
     _same_rows(_page_table(at), _core_ranking(flc.LogitRef(" thou", POSITION), method))
+    twin = at.dataframe[0].value  # the chart's table twin, for a keyboard or a screen reader: the bars' rows
+    assert twin["score"].tolist() == _page_table(at)["score"].head(len(twin)).tolist() and len(twin) == 12
     assert at.query_params["kind"] == "logit" and at.query_params["token"] == " thou"
 
 
