@@ -413,7 +413,7 @@ def edge_frequency(df: pd.DataFrame, *, param: str = PICK) -> alt.TopLevelMixin:
                 title="how often it holds (% of the target's occurrences)",
                 scale=alt.Scale(domain=[0, 100]),
             ),
-            y=alt.Y("mean_score:Q", title="mean score (its strength when it holds)"),
+            y=alt.Y("mean_score:Q", title="mean score"),
             color=alt.when(is_error).then(alt.value(ERROR_FILL)).otherwise(colour),
             shape=alt.when(is_error).then(alt.value("square")).otherwise(alt.value("circle")),
             opacity=alt.when(pick).then(alt.value(1.0)).otherwise(alt.value(0.7)),
