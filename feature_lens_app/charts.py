@@ -135,7 +135,13 @@ def ranked_bars(
         )
         .add_params(pick)
         # A fixed height rather than alt.Step: Streamlit sizes charts to fit, which Vega drops for a stepped height.
-        .properties(height=BAR_STEP * len(df), description=f"{title}: bars sorted by the size of their {value}")
+        # Fit the width only: Streamlit's default ("fit" both ways) fits title, axis and legend into that height
+        # too, which squeezed twelve bars into about 70 pixels.
+        .properties(
+            height=BAR_STEP * len(df),
+            autosize=alt.AutoSizeParams(type="fit-x", contains="padding"),
+            description=f"{title}: bars sorted by the size of their {value}",
+        )
     )
 
 

@@ -45,6 +45,7 @@ def test_ranked_bars_keep_order_centre_colours_and_name_the_click(ranking: pd.Da
     assert param["select"]["fields"] == ["sae", "feature", "position", "kind"]
     tooltips = {t["field"] for t in encoding["tooltip"]}
     assert {"activation", "score", "sae", "layer", "kind"} <= tooltips
+    assert spec["autosize"]["type"] == "fit-x"  # the bars keep their height; only the width fits the page
 
 
 def test_token_strip_outlines_target_and_selects_positions() -> None:
