@@ -3,7 +3,8 @@
 Launches Debian's chromium with Playwright, then `streamlit run streamlit_app.py` on a free port (the browser
 tests' server, tests/streamlit_server.py), and measures on the landing page (the built-in model):
 
-- from launching the server to the first Vega chart drawn, and to both ranking charts drawn;
+- from launching the server to the first Vega chart drawn, and to both ranking charts drawn; and from opening
+  the page (once the server answers) to the first chart, which is what a visitor waits for;
 - from a click on another method in the sidebar to the ranking charts redrawn;
 - from a click on a bar (which makes that feature the target) to the ranking charts redrawn.
 
@@ -33,6 +34,7 @@ from tests.streamlit_server import CHROMIUM, CHROMIUM_ARGS, need_browser, stream
 
 RESULTS = ROOT / "benchmarks" / "results_app.json"
 FIRST_CHART_TARGET_S = 10.0
+PAGE_TO_CHART_TARGET_S = 3.0  # from opening the page on a fresh server
 REDRAW_TARGET_S = 1.0
 METHOD_LABELS = ("Direct attribution", "Activation patching", "Attribution patching")  # the landing page's is last
 # Records when Streamlit's script state changes (browser clock, ms), and returns the time now.
@@ -112,9 +114,11 @@ def measure(repeats: int) -> dict:
         page = browser.new_context(viewport={"width": 1400, "height": 1400}).new_page()
         with streamlit_server() as server:
             healthy = time.perf_counter() - server.started
+            opened = time.perf_counter()
             page.goto(server.url + "/")
             page.get_by_test_id("stVegaLiteChart").first.locator("path").first.wait_for(timeout=WAIT_MS)
             first_chart = time.perf_counter() - server.started
+            page_to_chart = time.perf_counter() - opened
             for chart in (1, 2):
                 bars(page, chart).first.wait_for(timeout=WAIT_MS)
             rankings = time.perf_counter() - server.started
@@ -134,6 +138,7 @@ def measure(repeats: int) -> dict:
     return {
         "server_healthy_s": healthy,
         "first_chart_s": first_chart,
+        "page_open_to_first_chart_s": page_to_chart,
         "ranking_charts_s": rankings,
         "method_change": methods,
         "target_change": targets,
@@ -154,6 +159,7 @@ def main() -> None:
     results |= measure(args.repeats)
     results["targets_met"] = {
         "first_chart": results["first_chart_s"] <= FIRST_CHART_TARGET_S,
+        "page_open_to_first_chart": results["page_open_to_first_chart_s"] <= PAGE_TO_CHART_TARGET_S,
         "method_change": results["method_change_median_s"]["total"] <= REDRAW_TARGET_S,
         "target_change": results["target_change_median_s"]["total"] <= REDRAW_TARGET_S,
     }
@@ -162,7 +168,8 @@ def main() -> None:
     print(
         f"server healthy after {results['server_healthy_s']:.1f} s; first chart {results['first_chart_s']:.1f} s, "
         f"both rankings {results['ranking_charts_s']:.1f} s after `streamlit run` (target <= "
-        f"{FIRST_CHART_TARGET_S:g} s: {'met' if met['first_chart'] else 'NOT met'})"
+        f"{FIRST_CHART_TARGET_S:g} s: {'met' if met['first_chart'] else 'NOT met'}); the page opened to its first "
+        f"chart in {results['page_open_to_first_chart_s']:.1f} s (target <= {PAGE_TO_CHART_TARGET_S:g} s)"
     )
     for key, what in (("method_change", "changing the method"), ("target_change", "clicking a bar (new target)")):
         median = results[f"{key}_median_s"]

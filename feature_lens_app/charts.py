@@ -28,6 +28,9 @@ ERROR_STROKE = "#444444"
 METHOD_COLOURS = {"attribution": "#1f77b4", "direct": "#ff7f0e", "integrated": "#2ca02c"}
 LABEL_CHARS = 28
 BAR_STEP = 22  # pixels per bar
+# Bar labels are cut (with "…", the full text in the tooltip) to at most 40% of the chart's width, so that on a
+# phone the bars keep most of the width.
+LABEL_LIMIT = alt.ExprRef("clamp(containerSize()[0] * 0.4, 80, 360)")
 # Axis, legend and title text: #31333f on white is 12.6:1 (WCAG AA asks 4.5:1 for text; Streamlit's
 # default chart grey #808495 gives 3.7:1).
 TEXT = "#31333f"
@@ -111,7 +114,7 @@ def ranked_bars(
         alt.Chart(df, title=title)
         .mark_bar(cursor="pointer")
         .encode(
-            y=alt.Y("label:N", sort=None, title=None, axis=alt.Axis(labelLimit=360)),
+            y=alt.Y("label:N", sort=None, title=None, axis=alt.Axis(labelLimit=LABEL_LIMIT)),
             x=alt.X(f"{value}:Q", title=value, scale=alt.Scale(domain=[-extent, extent])),
             color=alt.when(is_error).then(alt.value(ERROR_FILL)).otherwise(colour),
             stroke=alt.when(is_error).then(alt.value(ERROR_STROKE)).otherwise(alt.value("#8a8a8a")),
@@ -132,7 +135,13 @@ def ranked_bars(
         )
         .add_params(pick)
         # A fixed height rather than alt.Step: Streamlit sizes charts to fit, which Vega drops for a stepped height.
-        .properties(height=BAR_STEP * len(df), description=f"{title}: bars sorted by the size of their {value}")
+        # Fit the width only: Streamlit's default ("fit" both ways) fits title, axis and legend into that height
+        # too, which squeezed twelve bars into about 70 pixels.
+        .properties(
+            height=BAR_STEP * len(df),
+            autosize=alt.AutoSizeParams(type="fit-x", contains="padding"),
+            description=f"{title}: bars sorted by the size of their {value}",
+        )
     )
 
 
@@ -349,20 +358,32 @@ def graph_chart(
     )
 
 
+CLUSTER_SHAPES = ["circle", "square", "triangle-up", "diamond", "cross", "triangle-down", "wedge", "stroke"]
+
+
 def cluster_map(df: pd.DataFrame, *, param: str = PICK) -> alt.TopLevelMixin:
-    """Features on a 2-D map of their connection profiles, coloured by cluster; click one to select it.
+    """Features on a 2-D map of their connection profiles, told apart by cluster in colour and in shape (so that
+    the clusters stay apart for a reader who does not see the colours); click one to select it.
 
     Expects columns sae, feature, label, cluster, x, y, occurrences (the clustering's map frame).
     """
     pick = alt.selection_point(name=param, fields=["sae", "feature"], on="click", toggle=False)
+    groups = sorted(df["cluster"].astype(int).unique().tolist())
+    names = [f"cluster {g + 1}" for g in groups]
+    legend = alt.Legend(orient="right", title="cluster")
     return readable(
-        alt.Chart(df.assign(cluster=df["cluster"].astype(str)))
-        .mark_point(filled=True, size=80, cursor="pointer")
+        alt.Chart(df.assign(cluster=[f"cluster {int(c) + 1}" for c in df["cluster"]]))
+        .mark_point(filled=True, size=90, cursor="pointer")
         .encode(
-            x=alt.X("x:Q", title="profile component 1"),
-            y=alt.Y("y:Q", title="profile component 2"),
-            color=alt.Color("cluster:N", scale=alt.Scale(scheme="tableau10"), legend=alt.Legend(orient="right")),
-            opacity=alt.when(pick).then(alt.value(1.0)).otherwise(alt.value(0.55)),
+            x=alt.X("x:Q", title="first main direction of difference between profiles"),
+            y=alt.Y("y:Q", title="second main direction"),
+            color=alt.Color("cluster:N", scale=alt.Scale(domain=names, scheme="tableau10"), legend=legend),
+            shape=alt.Shape(
+                "cluster:N",
+                scale=alt.Scale(domain=names, range=[CLUSTER_SHAPES[g % len(CLUSTER_SHAPES)] for g in groups]),
+                legend=legend,
+            ),
+            opacity=alt.when(pick).then(alt.value(1.0)).otherwise(alt.value(0.6)),
             tooltip=[
                 alt.Tooltip("sae:N", title="SAE"),
                 alt.Tooltip("feature:Q"),
@@ -373,6 +394,48 @@ def cluster_map(df: pd.DataFrame, *, param: str = PICK) -> alt.TopLevelMixin:
         )
         .add_params(pick)
         .properties(height=420, description="Features placed by their upstream and downstream partners")
+    )
+
+
+def edge_frequency(df: pd.DataFrame, *, param: str = PICK) -> alt.TopLevelMixin:
+    """Each edge across prompts as a point: how often it holds (x, a percentage) against its mean strength (y),
+    coloured on the diverging scale of the rankings; click one to select it.
+
+    Expects columns sae, feature, label, kind, mean_score, frequency (0 to 1), prompts and occurrences
+    (`rank_many`'s edges, labelled).
+    """
+    extent = _symmetric_extent(_numbers(df, "mean_score"))
+    pick = alt.selection_point(name=param, fields=["sae", "feature", "kind"], on="click", toggle=False)
+    is_error = alt.datum.kind == "error"
+    colour = alt.Color(
+        "mean_score:Q",
+        scale=alt.Scale(scheme=DIVERGING_SCHEME, domain=[-extent, extent], domainMid=0),
+        legend=alt.Legend(title="mean score", orient="bottom", gradientLength=160),
+    )
+    return readable(
+        alt.Chart(df.assign(percent=100 * df["frequency"].astype(float)))
+        .mark_point(filled=True, size=90, cursor="pointer", stroke="#444444", strokeWidth=0.5)
+        .encode(
+            x=alt.X(
+                "percent:Q",
+                title="how often it holds (% of the target's occurrences)",
+                scale=alt.Scale(domain=[0, 100]),
+            ),
+            y=alt.Y("mean_score:Q", title="mean score"),
+            color=alt.when(is_error).then(alt.value(ERROR_FILL)).otherwise(colour),
+            shape=alt.when(is_error).then(alt.value("square")).otherwise(alt.value("circle")),
+            opacity=alt.when(pick).then(alt.value(1.0)).otherwise(alt.value(0.7)),
+            tooltip=[
+                alt.Tooltip("label:N", title="node"),
+                alt.Tooltip("sae:N", title="SAE"),
+                alt.Tooltip("feature:Q"),
+                alt.Tooltip("percent:Q", format=".0f", title="holds (%)"),
+                alt.Tooltip("mean_score:Q", format="+.4f", title="mean score"),
+                alt.Tooltip("prompts:Q"),
+            ],
+        )
+        .add_params(pick)
+        .properties(height=320, description="Edges across prompts: how often each holds against its mean score")
     )
 
 

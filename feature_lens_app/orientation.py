@@ -5,7 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 from feature_lens_app import interactions, state
-from feature_lens_app.markup import code
+from feature_lens_app.charts import display_token
+from feature_lens_app.markup import code, plain
 from feature_lens_core import catalog
 
 BUILTIN = (
@@ -23,14 +24,36 @@ def model_sentence(model: str) -> str:
 
 def intro(view: state.ViewState) -> None:
     """One plain sentence of what the Explore page shows, and what the model is."""
+    shows = (
+        "The charts show which features make the **target** feature fire (upstream) and which features it "
+        "makes fire (downstream)"
+        if view.kind == "feature"
+        else "The chart shows which features make the model **predict the target token** next"
+    )
     st.markdown(
         'Inside a language model, a **feature** is a small, mostly readable unit (such as "the word *thou*"). '
-        "The charts show which features make the **target** feature fire (upstream) and which features it "
-        f"makes fire (downstream); orange pushes up, blue holds down. {model_sentence(view.model)}"
+        f"{shows}; orange pushes up, blue holds down. {model_sentence(view.model)}"
+    )
+
+
+def logit_text(view: state.ViewState, token: str | None = None) -> str:
+    """A logit target in words (markdown; user text is escaped)."""
+    after = f" after {plain(display_token(token))}" if token is not None else ""
+    chosen = plain(display_token(view.token)) if view.token else "(no token chosen)"
+    if view.kind == "diff":
+        other = plain(display_token(view.other)) if view.other else "(no token chosen)"
+        return (
+            f"how much more the model predicts {chosen} than {other} next{after} (position {view.pos}): the "
+            "difference of their logits"
+        )
+    return (
+        f"how strongly the model predicts {chosen} next{after} (position {view.pos}): its logit minus the mean "
+        "logit over the vocabulary"
     )
 
 
 def target_line(view: state.ViewState, tokens: list[str]) -> None:
     """The target in words, with the method that scores its neighbours."""
     token = tokens[view.pos] if view.pos < len(tokens) else None
-    st.markdown(f"**Target:** {interactions.target_text(view, token)} · scored by {state.METHODS[view.method]}")
+    said = interactions.target_text(view, token) if view.kind == "feature" else logit_text(view, token)
+    st.markdown(f"**Target:** {said} · scored by {state.METHODS[view.method]}")

@@ -203,7 +203,7 @@ def ranking(
             loaded_model,
             loaded,
             prompt,
-            flc.FeatureRef.parse(target),
+            flc.parse_target(target),
             direction=direction,
             method=method,
             baseline=baseline,
@@ -215,13 +215,16 @@ def ranking(
     return Timed(frame.reset_index(drop=True), seconds, str(frame.attrs.get("note", "")))
 
 
-def ranked(view: state.ViewState, direction: Direction, method: Method | None = None) -> Timed:
-    """Every ranked node of a view in one direction (charts and tables slice the head)."""
+def ranked(
+    view: state.ViewState, direction: Direction, method: Method | None = None, *, target: flc.Target | None = None
+) -> Timed:
+    """Every ranked node of a view in one direction (charts and tables slice the head), for the view's target
+    feature or another `target` (the Explore page's logit)."""
     method = method or view.method
     candidates = hosting.limits().candidates if method == "activation" else None
-    target = str(state.target(view))
+    named = str(target if target is not None else state.target(view))
     return ranking(
-        view.model, view.saes, view.prompt, target, direction, method, view.baseline, view.corrupt, candidates, None
+        view.model, view.saes, view.prompt, named, direction, method, view.baseline, view.corrupt, candidates, None
     )
 
 
@@ -368,14 +371,16 @@ class _Prefetcher:
 _prefetcher = _Prefetcher()
 
 
-def prefetch_other_methods(view: state.ViewState) -> None:
-    """Rank the current view with the other methods in the background (see `_Prefetcher`)."""
+def prefetch_other_methods(
+    view: state.ViewState, directions: Sequence[Direction] | None = None, *, target: flc.Target | None = None
+) -> None:
+    """Rank the current view (or `target`) with the other methods in the background (see `_Prefetcher`)."""
     if hosting.limits().hosted:
         return
     jobs = [
-        functools.partial(ranked, view, direction, method)
+        functools.partial(ranked, view, direction, method, target=target)
         for method in state.METHODS
         if method != view.method
-        for direction in view.directions
+        for direction in (directions if directions is not None else view.directions)
     ]
     _prefetcher.submit(jobs)

@@ -4,7 +4,8 @@ the view's link. Values live in `st.session_state` under the query-parameter nam
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
 from urllib.parse import urlencode, urlparse
 
 import streamlit as st
@@ -15,6 +16,8 @@ from feature_lens_app.charts import display_token
 from feature_lens_app.examples import DEFAULT_SAES, EXAMPLES
 from feature_lens_app.markup import plain
 from feature_lens_core import catalog
+
+Choice = TypeVar("Choice", bound=str)
 
 
 def model_title(model: str) -> str:
@@ -43,7 +46,7 @@ def _model_changed() -> None:
     ss["feature"], ss["pos"] = 0, 0
     example = next((e for e in EXAMPLES if e.prompt == ss.get("prompt")), None)
     if example is not None and model == catalog.BUILTIN_MODEL:
-        state.set_target(example.sae, example.feature, example.position)
+        state.set_target(example.sae, example.feature, example.position, explore=False)
     elif names:
         _retarget(quiet=True)
 
@@ -68,7 +71,7 @@ def _retarget(*, quiet: bool = False) -> None:
     if len(fires) or last.empty:
         return
     best = last.sort_values("activation", ascending=False).iloc[0]
-    state.set_target(ss["sae"], int(best["feature"]), int(best["position"]))
+    state.set_target(ss["sae"], int(best["feature"]), int(best["position"]), explore=False)
     if not quiet:
         st.toast(
             f"Feature #{ss['feature']} is the new target: the strongest on the prompt's last token "
@@ -136,6 +139,11 @@ def _index_input(label: str, key: str, size: int | None, help: str) -> None:
     """
     top = max(size - 1, int(st.session_state[key])) if size else None
     st.number_input(label, min_value=0, max_value=top, step=1, key=key, help=help)
+
+
+def choice_radio(label: str, choices: Mapping[Choice, str], key: str, help: str, **options: Any) -> None:
+    """A radio over `choices` (value -> the words shown for it) whose value lives under `key`."""
+    st.radio(label, list(choices), key=key, format_func=choices.__getitem__, help=help, **options)
 
 
 def sidebar() -> None:
@@ -214,22 +222,20 @@ def sidebar() -> None:
                 "Where in the prompt the target is read: 0 is the start-of-text token"
                 + (f", {n_tokens - 1} the last token." if n_tokens else "."),
             )
-        st.radio(
+        choice_radio(
             "Method",
-            list(state.METHODS),
-            key="method",
-            format_func=state.METHODS.__getitem__,
-            help="How a feature's effect on the target is measured. Activation patching is exact and slowest; the "
+            state.METHODS,
+            "method",
+            "How a feature's effect on the target is measured. Activation patching is exact and slowest; the "
             "others estimate it quickly. How it works explains each; Compare methods checks them against each other.",
         )
-        st.radio(
+        choice_radio(
             "Baseline",
-            list(state.BASELINES),
-            key="baseline",
-            format_func=state.BASELINES.__getitem__,
-            on_change=_baseline_changed,
-            help="What a feature is set to when it is switched off: zero, its average activation, or its value on "
+            state.BASELINES,
+            "baseline",
+            "What a feature is set to when it is switched off: zero, its average activation, or its value on "
             "a second prompt of the same length.",
+            on_change=_baseline_changed,
         )
         # Always drawn (disabled when unused) so the text survives switching baselines.
         st.text_input(
@@ -238,12 +244,12 @@ def sidebar() -> None:
             disabled=ss["baseline"] != "corrupt",
             help="For the corrupt baseline: a prompt with as many tokens as the prompt, differing where it matters.",
         )
-        st.radio(
+        choice_radio(
             "Direction",
-            list(state.DIRECTIONS),
-            key="direction",
-            format_func=state.DIRECTIONS.__getitem__,
-            help="Upstream ranks the features that drive the target; downstream, the features it drives.",
+            state.DIRECTIONS,
+            "direction",
+            "Upstream ranks the features that drive the target; downstream, the features it drives (a logit, the "
+            "model's output, has nothing downstream).",
         )
         if limits.hosted:
             st.caption(

@@ -16,13 +16,13 @@ import hashlib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 import streamlit as st
 
 from feature_lens_app import hosting
 from feature_lens_app.examples import DEFAULT_SAES, EXAMPLES
-from feature_lens_core import FeatureRef, catalog
+from feature_lens_core import FeatureRef, LogitDiffRef, LogitRef, Target, catalog
 from feature_lens_core.options import BaselineKind, Direction, GraphDirection, Method
 
 # The core's choices, each with the words the sidebar shows for it (a test checks every choice has them).
@@ -43,7 +43,28 @@ DIRECTIONS: dict[GraphDirection, str] = {
     "upstream": "Upstream (what drives it)",
     "downstream": "Downstream (what it drives)",
 }
-KEYS = ("model", "saes", "prompt", "sae", "feature", "pos", "method", "baseline", "direction", "corrupt")
+# What the Explore page ranks the causes of: the sidebar's feature, or the model's prediction at the position.
+TargetKind = Literal["feature", "logit", "diff"]
+TARGET_KINDS: dict[TargetKind, str] = {
+    "feature": "A feature",
+    "logit": "A next-token logit",
+    "diff": "A logit difference",
+}
+KEYS = (
+    "model",
+    "saes",
+    "prompt",
+    "sae",
+    "feature",
+    "pos",
+    "method",
+    "baseline",
+    "direction",
+    "corrupt",
+    "kind",
+    "token",
+    "other",
+)
 MAX_NAME_CHARS = 300
 
 
@@ -61,6 +82,9 @@ class ViewState:
     baseline: BaselineKind = "zero"
     direction: GraphDirection = "both"
     corrupt: str = ""
+    kind: TargetKind = "feature"
+    token: str = ""  # a logit target's token, exactly one token of the tokenizer (its leading space kept)
+    other: str = ""  # a logit difference's second token
     problems: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -72,8 +96,17 @@ DEFAULT = ViewState()
 
 
 def target(view: ViewState) -> FeatureRef:
-    """The view's target as the core names it."""
+    """The view's target feature as the core names it (the sidebar's target, whatever the Explore page ranks)."""
     return FeatureRef(view.sae, view.feature, view.pos)
+
+
+def explored(view: ViewState) -> Target:
+    """What the Explore page ranks the causes of: the target feature, or a logit (difference) at its position."""
+    if view.kind == "logit":
+        return LogitRef(view.token, view.pos)
+    if view.kind == "diff":
+        return LogitDiffRef(view.token, view.other, view.pos)
+    return target(view)
 
 
 def default_saes(model: str, list_saes: Callable[[str], list[str]] | None = None) -> tuple[str, ...]:
@@ -191,7 +224,19 @@ def parse(
         else:
             values[key] = number
 
-    for key, options in (("method", METHODS), ("baseline", BASELINES), ("direction", DIRECTIONS)):
+    for key in ("token", "other"):  # kept exactly as written: a token's leading space is part of it
+        token = _last(params, key)
+        if token is not None and len(token) <= MAX_NAME_CHARS:
+            values[key] = token
+        elif token is not None:
+            problems.append(f"{key}={_shown(token)} is too long to be one token.")
+
+    for key, options in (
+        ("method", METHODS),
+        ("baseline", BASELINES),
+        ("direction", DIRECTIONS),
+        ("kind", TARGET_KINDS),
+    ):
         raw = _last(params, key)
         if raw is None:
             continue
@@ -275,6 +320,9 @@ def current() -> ViewState:
         baseline=ss.get("baseline", DEFAULT.baseline),
         direction=ss.get("direction", DEFAULT.direction),
         corrupt=str(ss.get("corrupt") or ""),
+        kind=ss.get("kind", DEFAULT.kind),
+        token=str(ss.get("token") or ""),
+        other=str(ss.get("other") or ""),
     )
 
 
@@ -318,12 +366,17 @@ def write_url(view: ViewState) -> None:
         st.query_params.from_dict(params)
 
 
-def set_target(sae: str, feature: int, pos: int) -> None:
-    """Make (sae, feature, pos) the target; for widget callbacks, which run before the widgets."""
+def set_target(sae: str, feature: int, pos: int, *, explore: bool = True) -> None:
+    """Make (sae, feature, pos) the target; for widget callbacks, which run before the widgets.
+
+    With `explore` (a click on a feature), the Explore page ranks that feature next, whatever it ranked before.
+    """
     ss = st.session_state
     if sae not in ss.get("saes", []):
         ss["saes"] = [*ss.get("saes", []), sae]
     ss["sae"], ss["feature"], ss["pos"] = sae, int(feature), int(pos)
+    if explore:
+        ss["kind"] = "feature"
 
 
 def apply_example(title: str, examples: Sequence[Any] = EXAMPLES) -> None:

@@ -1,4 +1,5 @@
-"""Explore: a prompt, a target feature, and the features that drive it and that it drives."""
+"""Explore: a prompt, a target (a feature, or the model's next-token logit), and the features that drive it and
+that it drives."""
 
 import pandas as pd
 import streamlit as st
@@ -9,33 +10,49 @@ from feature_lens_app import (
     frame,
     interactions,
     loading,
+    logit_target,
     orientation,
     resources,
     state,
     token_panel,
 )
 from feature_lens_app.boundary import shown_errors
+from feature_lens_core.options import Direction
 
 CHART_BARS = 12  # bars per chart, so both charts fit above the fold at 1440x900
 TABLE_ROWS = 20  # rows per direction in the table unless every ranked node is asked for
+TWIN_COLUMNS = ["label", "sae", "kind", "feature", "token", "position", "activation", "score"]
 TITLES = {"upstream": "Upstream: what drives it", "downstream": "Downstream: what it drives"}
 
 view = frame.view()
-st.title("A feature's causes and effects", anchor=False)
+on_feature = view.kind == "feature"
+st.title("A feature's causes and effects" if on_feature else "Why the model predicts a token", anchor=False)
 orientation.intro(view)
 tokens = loading.prompt_tokens(view)
 shown: dict[str, pd.DataFrame] = {}
+target = state.explored(view)
+# A logit is the model's output: nothing is downstream of it.
+directions: list[Direction] = view.directions if on_feature else ["upstream"]
 
 if tokens is not None:
+    logit_target.kind_switch()
+    if not on_feature:
+        with shown_errors("reading the model's predictions"):
+            logit_target.token_choices(view, tokens)
     orientation.target_line(view, tokens)
     where = None
-    with shown_errors("reading the prompt's features"):
-        where = token_panel.token_strip(view, tokens)
+    if on_feature:
+        with shown_errors("reading the prompt's features"):
+            where = token_panel.token_strip(view, tokens)
+    else:
+        st.html(token_panel.highlighted_tokens(tokens, [0.0] * len(tokens), view.pos))
+        if view.direction == "downstream":
+            st.caption("A logit is the model's output, so nothing is downstream of it: what drives it is shown.")
     results: dict[str, resources.Timed] = {}
     with st.spinner("Ranking features…", show_time=True):
-        for direction in view.directions:
+        for direction in directions:
             with shown_errors(f"ranking {direction}"):
-                results[direction] = resources.ranked(view, direction)
+                results[direction] = resources.ranked(view, direction, target=target)
     extent = charts.shared_extent([result.frame.head(CHART_BARS) for result in results.values()])
     if results:
         for column, (direction, result) in zip(st.columns(len(results)), results.items(), strict=True):
@@ -43,21 +60,29 @@ if tokens is not None:
                 key = f"bars_{direction}_{state.fingerprint(view)}"
                 rows = interactions.labelled(result.frame.head(CHART_BARS), view.model)
                 interactions.ranking_chart(rows, TITLES[direction], key, extent)
+                with st.expander("Show as a table"):  # the chart's rows for a keyboard or a screen reader
+                    st.dataframe(
+                        rows.loc[:, [c for c in TWIN_COLUMNS if c in rows]],
+                        hide_index=True,
+                        width="stretch",
+                        column_config=interactions.NUMBER_FORMAT,
+                    )
                 shown[direction] = result.frame
                 st.caption(
                     f"{len(result.frame)} nodes ranked in {result.seconds:.2f} s. Click a bar to make it the target."
                     + (f" {result.note}" if result.note else "")
                 )
         st.caption(
-            "Both charts share one colour scale. Grey bars with a dashed outline are error nodes: what the SAE "
-            "fails to reconstruct."
+            ("Both charts share one colour scale. " if len(results) > 1 else "")
+            + "Grey bars with a dashed outline are error nodes: what the SAE fails to reconstruct."
         )
         st.page_link("pages/how_it_works.py", label="How the scores are computed: the four methods, in plain words")
     if where is not None:
         with shown_errors("reading the prompt's features"):
             token_panel.active_features(view, tokens, where)
-    attention_panel.dfa_section(view)  # only for a target of an attention SAE
-    resources.prefetch_other_methods(view)  # so that switching the method is instant
+    if on_feature:
+        attention_panel.dfa_section(view)  # only for a target of an attention SAE
+    resources.prefetch_other_methods(view, directions, target=target)  # so that switching the method is instant
 
 if shown:
     st.subheader("Table", anchor=False)
@@ -74,4 +99,5 @@ if shown:
     columns = ["direction", "sae", "layer", "kind", "feature", "label", "token", "position", "activation", "score"]
     table = table.loc[:, [c for c in columns if c in table]]
     st.dataframe(table, hide_index=True, width="stretch", column_config=interactions.NUMBER_FORMAT)
-    interactions.downloads(table, f"feature-lens-{view.sae}-{view.feature}-{view.pos}", key="explore")
+    stem = f"{view.sae}-{view.feature}" if on_feature else view.kind
+    interactions.downloads(table, f"feature-lens-{stem}-{view.pos}", key="explore")

@@ -20,6 +20,11 @@ Pick one feature (the **target**). feature-lens asks two questions about it:
 - **Upstream:** which earlier features made it fire?
 - **Downstream:** which later features fire because of it?
 
+The target can also be the model's **prediction** (on Explore, *Explain: a next-token logit*): the logit of one
+next token at a position, minus the mean logit over the vocabulary, so the question becomes "why does the model
+predict *thou* here?". A **logit difference** (one token's logit minus another's) asks why it prefers one token
+to another. A prediction is the model's output, so it has only an upstream side.
+
 A feature's **score** is how much the target changes when that feature is switched off (replaced by a
 **baseline**: zero, its average value, or its value on a different prompt). A positive score (orange) means
 the feature pushes the target up; a negative score (blue) means it holds the target down.

@@ -45,6 +45,7 @@ def test_ranked_bars_keep_order_centre_colours_and_name_the_click(ranking: pd.Da
     assert param["select"]["fields"] == ["sae", "feature", "position", "kind"]
     tooltips = {t["field"] for t in encoding["tooltip"]}
     assert {"activation", "score", "sae", "layer", "kind"} <= tooltips
+    assert spec["autosize"]["type"] == "fit-x"  # the bars keep their height; only the width fits the page
 
 
 def test_token_strip_outlines_target_and_selects_positions() -> None:
@@ -135,3 +136,28 @@ def test_cluster_map_selects_features() -> None:
     spec = charts.cluster_map(frame).to_dict()
     assert spec["params"][0]["name"] == charts.PICK and spec["params"][0]["select"]["fields"] == ["sae", "feature"]
     assert spec["encoding"]["color"]["field"] == "cluster"
+    # Told apart by shape too (colours merge under deuteranopia), each cluster its own shape.
+    assert spec["encoding"]["shape"]["field"] == "cluster"
+    shapes = spec["encoding"]["shape"]["scale"]["range"]
+    assert len(set(shapes)) == len(shapes) == 2
+
+
+def test_edge_frequency_plots_strength_against_how_often_it_holds() -> None:
+    frame = pd.DataFrame(
+        {
+            "sae": ["A", "A", "B"],
+            "feature": [3, 7, -1],
+            "kind": ["feature", "feature", "error"],
+            "label": ["A #3", "A #7", "B error"],
+            "mean_score": [0.4, -0.1, 0.2],
+            "frequency": [0.75, 0.25, 1.0],
+            "prompts": [3, 1, 4],
+            "occurrences": [6, 2, 8],
+        }
+    )
+    spec = charts.edge_frequency(frame).to_dict()
+    assert spec["encoding"]["x"]["field"] == "percent" and spec["encoding"]["y"]["field"] == "mean_score"
+    (values,) = spec["datasets"].values()
+    assert [row["percent"] for row in values] == [75.0, 25.0, 100.0]  # a percentage, not 0.75
+    assert spec["params"][0]["name"] == charts.PICK
+    assert spec["encoding"]["color"]["scale"]["domainMid"] == 0

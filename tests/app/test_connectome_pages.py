@@ -82,10 +82,11 @@ def test_across_prompts_page_aggregates_the_target_over_held_out_text(open_app) 
     at = open_app("prompts", direction="upstream")
     assert_healthy(at)
     assert not errors(at), errors(at)
-    edges = at.dataframe[0].value
-    assert len(edges) > 0
-    assert {"mean_score", "frequency", "prompts"} <= set(edges.columns)
-    assert (edges["frequency"].between(0, 1)).all()
+    shown, edges = at.dataframe[0].value, at.dataframe[1].value
+    assert len(shown) == 12 and len(edges) > 0  # the prompts, then the edges
+    assert {"mean_score", "frequency", "prompts"} <= set(edges.columns) and "anchor_feature" not in edges
+    assert (edges["frequency"].between(0, 100)).all() and edges["frequency"].max() > 1  # a percentage
+    assert any(key.startswith("edges_upstream_") for key in charts(at))  # strength against how often it holds
     assert [b.label for b in at.get("download_button")] == ["Download CSV", "Download JSON"]
 
 

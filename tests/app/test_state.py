@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from feature_lens_app import hosting
 from feature_lens_app.examples import EXAMPLES
-from feature_lens_app.state import DEFAULT, ViewState, parse, to_params
-from feature_lens_core import catalog
+from feature_lens_app.state import DEFAULT, ViewState, explored, parse, to_params
+from feature_lens_core import FeatureRef, LogitDiffRef, LogitRef, catalog
 
 pytestmark = pytest.mark.app
 
@@ -113,3 +115,18 @@ def test_every_choice_of_the_core_has_words_in_the_sidebar() -> None:
     assert tuple(state.METHODS) == flc.METHODS
     assert tuple(state.BASELINES) == flc.BASELINES
     assert set(state.DIRECTIONS) == set(flc.GRAPH_DIRECTIONS)
+
+
+def test_a_logit_target_round_trips_with_its_tokens_spaces_kept() -> None:
+    view = replace(DEFAULT, kind="diff", token=" thou", other="\n", pos=7)
+    assert parse(to_params(view), hosting.LOCAL) == view
+    assert explored(view) == LogitDiffRef(" thou", "\n", 7)
+    assert explored(replace(view, kind="logit")) == LogitRef(" thou", 7)
+    assert explored(DEFAULT) == FeatureRef(DEFAULT.sae, DEFAULT.feature, DEFAULT.pos)
+
+
+def test_an_unknown_target_kind_falls_back_to_a_feature() -> None:
+    view = parse({"kind": "neuron", "token": " thou"}, hosting.LOCAL)
+    assert view.kind == "feature" and view.token == " thou"
+    (problem,) = view.problems
+    assert "kind='neuron'" in problem and "feature, logit, diff" in problem
