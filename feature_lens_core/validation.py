@@ -158,9 +158,11 @@ def token_id(model: HookedTransformer, token: object) -> int:
     _valid_unicode(token, "logit's token")
     if model.tokenizer is None:
         raise FeatureLensError("This model has no tokenizer, so a token must be given as an id.")
-    ids = model.to_tokens(token, prepend_bos=False)[0].tolist()
+    # The tokenizer itself, not model.to_tokens(prepend_bos=False): TransformerLens overrides a default on the
+    # shared model while it tokenizes, so another visitor's prompt tokenized meanwhile would lose its BOS.
+    ids = list(model.tokenizer.encode(token, add_special_tokens=False))
     if len(ids) != 1:
-        pieces = " + ".join(repr(str(piece)) for piece in model.to_str_tokens(token, prepend_bos=False))
+        pieces = " + ".join(repr(model.tokenizer.decode([i])) for i in ids)
         raise FeatureLensError(
             f"{token!r} is {len(ids)} tokens for this model's tokenizer ({pieces or 'none'}). A logit target "
             "needs exactly one token: give one of these pieces (mind a word's leading space) or a token id."
