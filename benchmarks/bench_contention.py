@@ -1,6 +1,6 @@
 """A click while another visitor's long graph runs: how long one ranking waits, alone and under that load.
 
-    python -m benchmarks.bench_contention [--clicks 5] [--gap 1.5]
+    python -m benchmarks.bench_contention [--clicks 5] [--gap 0.3]
 
 The app serves every visitor from one process and one model, and the core runs one hooked pass at a time
 (`feature_lens_core.exclusive`). This measures what a visitor feels when another one builds an
@@ -27,7 +27,8 @@ from feature_lens_core.targets import FeatureRef
 
 PROMPT = "O Romeo, Romeo, wherefore art thou Romeo?"
 TARGET = FeatureRef("L1.mlp_out", 924, 8)
-SAES = [f"L{i}.{k}" for i in range(3) for k in ("attn_z", "mlp_out")]
+SAES = [f"L{i}.{k}" for i in range(3) for k in ("resid_pre", "attn_z", "mlp_out")]
+GRAPH = {"method": "activation", "hops": 3, "node_budget": 60}  # tens of seconds here: a long job
 
 
 def _clicks(model, saes, n: int, gap: float) -> list[float]:
@@ -46,12 +47,12 @@ def _under_graph(model, saes, n: int, gap: float) -> tuple[list[float], float]:
 
     def graph() -> None:
         start = time.perf_counter()
-        build_graph(model, saes, PROMPT, TARGET, method="activation", hops=2, node_budget=30)
+        build_graph(model, saes, PROMPT, TARGET, **GRAPH)
         graph_time.append(time.perf_counter() - start)
 
     worker = threading.Thread(target=graph)
     worker.start()
-    time.sleep(1.0)  # the graph is under way
+    time.sleep(0.2)  # the graph is under way
     latencies = _clicks(model, saes, n, gap)
     worker.join()
     return latencies, graph_time[0]
@@ -60,7 +61,7 @@ def _under_graph(model, saes, n: int, gap: float) -> tuple[list[float], float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clicks", type=int, default=5)
-    parser.add_argument("--gap", type=float, default=1.5, help="seconds between one visitor's clicks")
+    parser.add_argument("--gap", type=float, default=0.3, help="seconds between one visitor's clicks")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     model = loading.load_model("toy")
@@ -75,7 +76,7 @@ def main() -> None:
         shown = ", ".join(f"{t:.2f}" for t in latencies)
         return f"{title:<34} median {statistics.median(latencies):6.2f} s, worst {max(latencies):6.2f} s ({shown})"
 
-    print(f"click = rank(attribution, upstream) of {TARGET} on the worked prompt; graph = activation patching")
+    print(f"click = rank(attribution, upstream) of {TARGET} on the worked prompt; graph = build_graph({GRAPH})")
     print(line("alone", alone))
     print(line(f"under a graph, fair lock ({fair_graph:.0f} s)", fair))
     print(line(f"under a graph, plain lock ({plain_graph:.0f} s)", plain))
