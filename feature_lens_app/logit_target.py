@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
-import torch
 from streamlit.delta_generator import DeltaGenerator
 
+import feature_lens_core as flc
 from feature_lens_app import resources, state
 from feature_lens_app.charts import display_token
 from feature_lens_app.markup import plain
 from feature_lens_app.sidebar import choice_radio
-from feature_lens_core import validation
-from feature_lens_core.exclusive import exclusive
 
 PREDICTIONS = 8  # next-token choices offered; on the built-in model they hold most of the probability
 # A text box cannot hold a newline or show a tab, so the token boxes show these marks for them (as the charts do).
@@ -27,22 +25,8 @@ _MARKS = {"\n": "⏎", "\t": "⇥"}
 
 @st.cache_data(max_entries=256, show_spinner=False)
 def predictions(model_name: str, prompt: str, position: int, count: int = PREDICTIONS) -> pd.DataFrame:
-    """The model's `count` most probable next tokens after `position` of `prompt`, most probable first.
-
-    Returns:
-        DataFrame with columns token (the token's text, exactly one token of the tokenizer) and probability.
-    """
-    model = resources.model(model_name)
-    tokens = validation.prompt_tokens(model, prompt)
-    with exclusive(), torch.inference_mode():  # the model is shared: no other thread's hooks during this pass
-        logits = model(tokens)[0, position]
-    top = logits.float().softmax(-1).topk(min(count, logits.shape[-1]))
-    return pd.DataFrame(
-        {
-            "token": [model.to_single_str_token(int(i)) for i in top.indices],
-            "probability": top.values.tolist(),
-        }
-    )
+    """The model's `count` most probable next tokens after `position` of `prompt` (`flc.predictions`)."""
+    return flc.predictions(resources.model(model_name), prompt, position, count=count)
 
 
 def _fill_tokens() -> None:

@@ -15,7 +15,7 @@ from feature_lens_core.directions import direction_sae, load_direction, steering
 from feature_lens_core.errors import FeatureLensError, NothingToRank
 from feature_lens_core.loading import list_saes, load_model, load_sae
 from feature_lens_core.options import BASELINES, DIRECTIONS, GRAPH_DIRECTIONS, METHODS
-from feature_lens_core.ranking import activations, rank
+from feature_lens_core.ranking import activations, predictions, rank
 from feature_lens_core.targets import FeatureRef, LogitDiffRef, LogitRef, Target, parse_target
 
 # feature_lens_core.clustering is not imported here: it loads scikit-learn, which takes seconds.
@@ -32,6 +32,7 @@ __all__ = [
     "NothingToRank",
     "Target",
     "activations",
+    "predictions",
     "adjacency",
     "attribution_graph",
     "build_graph",

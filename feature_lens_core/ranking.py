@@ -54,6 +54,28 @@ def activations(model: HookedTransformer, sae: SAE, prompt: str) -> pd.DataFrame
     return frame.sort_values(["position", "activation"], ascending=[True, False], ignore_index=True)
 
 
+def predictions(model: HookedTransformer, prompt: str, position: int, *, count: int = 8) -> pd.DataFrame:
+    """The model's `count` most probable next tokens after `position` of `prompt`, most probable first: what a
+    logit target can ask about there.
+
+    Columns: token_id, token (its text; a byte fragment shows as '�'), probability.
+    """
+    validation.count(count, "count")
+    tokens = prompt_tokens(model, prompt)
+    validation.index(position, "Position", tokens.shape[1], "the prompt")
+    with exclusive(), torch.no_grad():
+        logits = model(tokens)[0, position]
+    check_finite(logits, "The model's logits")
+    top = logits.float().softmax(-1).topk(min(count, logits.shape[-1]))
+    return pd.DataFrame(
+        {
+            "token_id": top.indices.cpu().numpy(),
+            "token": [model.to_single_str_token(int(i)) for i in top.indices],
+            "probability": top.values.double().cpu().numpy(),
+        }
+    )
+
+
 def anchor_of(model: HookedTransformer, saes: Mapping[str, SAE], target: Target) -> Anchor | LogitAnchor:
     """What the estimators score on for a validated `target`: a feature of one of `saes`, or a logit readout."""
     if isinstance(target, FeatureRef):

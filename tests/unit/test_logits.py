@@ -8,7 +8,7 @@ import torch
 
 from feature_lens_core.errors import FeatureLensError
 from feature_lens_core.options import METHODS
-from feature_lens_core.ranking import COLUMNS, rank
+from feature_lens_core.ranking import COLUMNS, predictions, rank
 from feature_lens_core.targets import LogitDiffRef, LogitRef, parse_target
 from tests.helpers import PROMPT, brute_force_logit, cache_of, centred_logit, node_change, write_hook
 
@@ -137,3 +137,15 @@ def test_bad_logit_targets_say_what_to_change(model, saes):
 def test_text_forms_round_trip():
     for target in (LogitRef(" thee", 4), LogitRef(17, 0), LogitDiffRef(" a'b", "x", 9)):
         assert parse_target(str(target)) == target
+
+
+def test_the_models_predictions_are_its_most_probable_next_tokens(model):
+    q = 5
+    found = predictions(model, PROMPT, q, count=4)
+    probabilities = model(model.to_tokens(PROMPT))[0, q].softmax(-1)
+    best = probabilities.topk(4)
+    assert found.token_id.tolist() == best.indices.tolist()
+    assert found.token.tolist() == [model.to_single_str_token(int(i)) for i in best.indices]
+    assert found.probability.to_numpy() == pytest.approx(best.values.tolist(), rel=1e-6)
+    with pytest.raises(FeatureLensError, match="Position 99 is out of range"):
+        predictions(model, PROMPT, 99)
