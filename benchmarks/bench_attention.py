@@ -12,7 +12,7 @@ between them) and times, in turn, medians after a warm-up:
   the target's position to the top edge's source position (the pairs table capped at 100 rows);
 - *F*: one plain forward pass `model(tokens)`;
 
-each timed with `benchmarks.bench_methods._interleaved` (the functions in turn, medians). Then the graph page's
+each timed with `benchmarks.bench_methods.interleaved` (the functions in turn, medians). Then the graph page's
 worked example: the whole-prompt graph of the built-in model's transcoders on the first example prompt
 (`attribution_graph`, as the page builds it) against `edge_head_loadings` of every edge of it from a feature or an
 error node (the page's "top heads"), in one call.
@@ -28,7 +28,7 @@ import os
 import torch
 
 import feature_lens_core as flc
-from benchmarks.bench_methods import Workload, _interleaved, forward, gpt2_workload, toy_workload
+from benchmarks.bench_methods import Workload, forward, gpt2_workload, interleaved, toy_workload
 from feature_lens_app.examples import EXAMPLES
 from feature_lens_core import hooks
 from feature_lens_core.heads import edge_head_loadings, head_loadings, head_loadings_many
@@ -64,7 +64,7 @@ def measure(workload: Workload, repeats: int) -> dict:
     }
     for fn in fns.values():
         fn()  # warm-up
-    timings = _interleaved(fns, repeats)
+    timings = interleaved(fns, repeats)
     open_heads = int((~split.heads.covered).sum())
     return {"timings": timings, "heads": len(split.heads), "open": open_heads, "nodes": len(frame), "qk_layer": layer}
 
@@ -90,7 +90,7 @@ def measure_graph(repeats: int) -> dict:
         fn()  # warm-up
     through = sum(bool(s.top(1)) for s in edge_head_loadings(model, saes, prompt, edges))
     n_targets = len({t for _, t in edges})
-    return {"timings": _interleaved(fns, repeats), "edges": len(graph.edges), "split": len(edges)} | {
+    return {"timings": interleaved(fns, repeats), "edges": len(graph.edges), "split": len(edges)} | {
         "through": through,
         "targets": n_targets,
         "nodes": len(graph.nodes),

@@ -27,7 +27,7 @@ import torch
 from sae_lens import SAE
 from transformer_lens import HookedTransformer
 
-from benchmarks.bench_methods import _interleaved, gpt2_model
+from benchmarks.bench_methods import forward_backward, gpt2_model, interleaved
 from feature_lens_core import loading
 from feature_lens_core.attribution_graph import adjacency
 from feature_lens_core.ranking import has_side, rank
@@ -48,12 +48,6 @@ GPT2_FIRING = 24  # mean active features per token and layer that the encoder bi
 GPT2_CALIBRATION_TOKENS = 1024
 
 
-def _forward_backward(model: HookedTransformer, tokens: torch.Tensor) -> None:
-    with torch.enable_grad():
-        model(tokens).logsumexp(-1).sum().backward()
-    model.zero_grad(set_to_none=True)
-
-
 def _versus_circuit_tracer(
     title: str,
     model: HookedTransformer,
@@ -68,7 +62,7 @@ def _versus_circuit_tracer(
     graph = adjacency(model, saes, prompt)
     ours_times, peer_times = [], []
     for _ in range(repeats):
-        ours_times.append(_interleaved({"ours": lambda: adjacency(model, saes, prompt)}, 1)["ours"])
+        ours_times.append(interleaved({"ours": lambda: adjacency(model, saes, prompt)}, 1)["ours"])
         theirs = circuit_tracer_graph(*files, tokens, threads=torch.get_num_threads())
         peer_times.append(float(theirs["seconds"]))
     ids = circuit_tracer_ids(theirs, graph)
@@ -93,12 +87,12 @@ def main() -> None:
     torch.set_grad_enabled(False)
     model = loading.load_model("toy")
     tokens = model.to_tokens(PROMPT)
-    model_pass = _interleaved({"pass": lambda: _forward_backward(model, tokens)}, args.repeats)["pass"]
+    model_pass = interleaved({"pass": lambda: forward_backward(model, tokens)}, args.repeats)["pass"]
     print(f"prompt: {PROMPT!r} ({tokens.shape[1]} tokens); model forward + backward: {model_pass:.3f} s")
     for title, names in [] if args.peers_only else SETS.items():
         saes = {name: loading.load_sae("toy", name) for name in names}
         graph = adjacency(model, saes, PROMPT)
-        ours = _interleaved({"ours": lambda saes=saes: adjacency(model, saes, PROMPT)}, args.repeats)["ours"]
+        ours = interleaved({"ours": lambda saes=saes: adjacency(model, saes, PROMPT)}, args.repeats)["ours"]
         rows = graph.nodes.loc[graph.nodes.kind.isin(["feature", "logit"])]
         targets = [
             LogitRef(int(r.feature), int(r.position))
@@ -113,7 +107,7 @@ def main() -> None:
             for target in sample:
                 rank(model, saes, PROMPT, target, method="direct", direction="upstream")
 
-        loop = _interleaved({"loop": one_per_target}, 1)["loop"] / len(sample) * len(targets)
+        loop = interleaved({"loop": one_per_target}, 1)["loop"] / len(sample) * len(targets)
         print(
             f"{title}: {len(graph.nodes)} nodes ({graph.n_features} features, {len(targets)} targets with sources "
             f"upstream); adjacency {ours:.2f} s = {ours / model_pass:.0f} model passes; one direct ranking per "

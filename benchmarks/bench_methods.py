@@ -242,7 +242,7 @@ def _seconds(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def _interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
     """Median seconds of each function, the functions timed in turn `repeats` times."""
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
@@ -288,7 +288,7 @@ def forward(workload: Workload) -> None:
         workload.model(workload.tokens)
 
 
-def forward_backward(workload: Workload) -> None:
+def forward_backward(model: HookedTransformer, tokens: Tensor) -> None:
     """FB: a forward pass computing the loss, and its gradient w.r.t. the residual stream entering block 0."""
     leaf = {}
 
@@ -297,9 +297,7 @@ def forward_backward(workload: Workload) -> None:
         return leaf["x"]
 
     with torch.enable_grad():
-        loss = workload.model.run_with_hooks(
-            workload.tokens, return_type="loss", fwd_hooks=[("blocks.0.hook_resid_pre", make_leaf)]
-        )
+        loss = model.run_with_hooks(tokens, return_type="loss", fwd_hooks=[("blocks.0.hook_resid_pre", make_leaf)])
         torch.autograd.grad(loss, leaf["x"])
 
 
@@ -507,7 +505,7 @@ def measure_case(workload: Workload, plan: Plan, method: str, direction: str, me
     def ours() -> pd.DataFrame:
         return flc.rank(workload.model, workload.saes, workload.prompt, anchor, direction=direction, method=method)
 
-    references = {"F": lambda: forward(workload), "FB": lambda: forward_backward(workload)}
+    references = {"F": lambda: forward(workload), "FB": lambda: forward_backward(workload.model, workload.tokens)}
     if memory:
         case["rss_before_gb"] = _reset_peak()
     if (method, direction) == ("activation", "upstream") and workload.name == "gpt2":
@@ -525,7 +523,7 @@ def measure_case(workload: Workload, plan: Plan, method: str, direction: str, me
         result = ours()
         seconds = time.perf_counter() - start
         peak = _status_gb("VmHWM")
-        medians = {"ours": seconds} | _interleaved(references, plan.repeats)
+        medians = {"ours": seconds} | interleaved(references, plan.repeats)
         case["repeats"] = 1
     else:
         result = ours()
@@ -533,7 +531,7 @@ def measure_case(workload: Workload, plan: Plan, method: str, direction: str, me
         timed = {"ours": ours} | references
         if plan.split:
             timed["method"] = _method_only(workload, method, direction)
-        medians = _interleaved(timed, plan.repeats)
+        medians = interleaved(timed, plan.repeats)
         case["repeats"] = plan.repeats
     if memory:
         case["peak_rss_gb"] = peak  # of the ranking alone: the reference passes run after it was read
