@@ -26,7 +26,7 @@ import pandas as pd
 import streamlit as st
 
 import feature_lens_core as flc
-from feature_lens_app import hosting, state
+from feature_lens_app import direction_links, hosting, state
 from feature_lens_core import catalog, directions, feature_data, validation
 from feature_lens_core.exclusive import exclusive
 from feature_lens_core.loading import default_device, hub_reachable, offline_mode
@@ -65,7 +65,14 @@ def _sae(model_name: str, name: str) -> SAE:
 
 
 DIRECTION_PREFIX = "direction:"
-_RECIPES = "_fl_directions"  # session key: {name: (model, hook, vector)} of the directions this session made
+MAX_DIRECTIONS = 256  # directions this server keeps (each is one vector), oldest dropped first
+
+
+@st.cache_resource(show_spinner=False)
+def _made_directions() -> dict[str, tuple[str, str, tuple[float, ...]]]:
+    """Every direction made on this server, {name: (model, hook, vector)}: a link to one works in any session
+    until the server restarts (after that, `direction_links` rebuilds those made from prompts)."""
+    return {}
 
 
 @st.cache_resource(max_entries=64, show_spinner=False)
@@ -79,14 +86,19 @@ DIRECTION_SITES = directions.DIRECTION_HOOKS  # where in a block a direction can
 def direction_from_prompts(
     model_name: str, hook: str, prompts_a: Sequence[str], prompts_b: Sequence[str], title: str
 ) -> str:
-    """A steering vector (the difference of the two sets' mean activations at `hook`), added as a direction."""
+    """A steering vector (the difference of the two sets' mean activations at `hook`), added as a direction
+    whose link can rebuild it from the prompts."""
     vector = flc.steering_vector(model(model_name), hook, list(prompts_a), list(prompts_b))
-    return add_direction(model_name, hook, vector.tolist(), title)
+    name = add_direction(model_name, hook, vector.tolist(), title)
+    state.add_link_recipe(direction_links.Recipe(name, hook, tuple(prompts_a), tuple(prompts_b)))
+    return name
 
 
 def direction_from_file(model_name: str, hook: str, data: bytes, fmt: str, title: str) -> str:
-    """A direction uploaded as a .npy or .safetensors file, added as a direction."""
-    return add_direction(model_name, hook, flc.load_direction(data, fmt=fmt).tolist(), title)
+    """A direction uploaded as a .npy or .safetensors file, added as a direction whose link names it."""
+    name = add_direction(model_name, hook, flc.load_direction(data, fmt=fmt).tolist(), title)
+    state.add_link_recipe(direction_links.Recipe(name, hook))
+    return name
 
 
 def layer_count(model_name: str) -> int:
@@ -95,41 +107,55 @@ def layer_count(model_name: str) -> int:
 
 
 def add_direction(model_name: str, hook: str, vector: Sequence[float], title: str) -> str:
-    """Register a linear direction at `hook` as a one-feature SAE of this session; returns the name to select it by.
+    """Register a linear direction at `hook` as a one-feature SAE; returns the name to select it by.
 
     The name carries a digest of the hook and vector, so equal names always mean equal directions, and
-    cached rankings keyed by SAE names stay correct across sessions. The recipe is kept in the session,
-    the one-feature SAE in the resource cache, so every page of the session can use it.
+    cached rankings keyed by SAE names stay correct across sessions. The recipe is kept by the server, the
+    one-feature SAE in the resource cache, so every page of every session can use it.
     """
     values = tuple(float(v) for v in vector)
     digest = hashlib.sha256(f"{hook}|{np.asarray(values, dtype=np.float64).tobytes().hex()}".encode()).hexdigest()
     name = f"{DIRECTION_PREFIX}{title.strip() or 'direction'}#{digest[:8]}"
     _direction(model_name, hook, values, name)  # fails here, on the Directions page, if the hook is wrong
-    st.session_state.setdefault(_RECIPES, {})[name] = (model_name, hook, values)
+    made = _made_directions()
+    made.pop(name, None)
+    made[name] = (model_name, hook, values)
+    while len(made) > MAX_DIRECTIONS:
+        made.pop(next(iter(made)))
     return name
+
+
+def _rebuilt_direction(model_name: str, name: str) -> None:
+    """Make a direction this server does not have from the recipe its link carried, or say why it cannot."""
+    recipe = state.link_recipes().get(name)
+    if recipe is None:
+        raise flc.FeatureLensError(
+            f"Direction '{name}' is not on this server (it was made before a restart, and its link did not carry "
+            "how it was made). Make it again on the Directions page."
+        )
+    if recipe.from_file:
+        raise flc.FeatureLensError(direction_links.missing_file_message(recipe))
+    vector = flc.steering_vector(model(model_name), recipe.hook, list(recipe.a), list(recipe.b))
+    rebuilt = add_direction(model_name, recipe.hook, vector.tolist(), recipe.title)
+    made = _made_directions()
+    made[name] = made[rebuilt]  # the link's name stays the view's name, whatever the last bits of the rebuild
 
 
 def sae(model_name: str, name: str) -> SAE:
     """One SAE of `model_name`, loaded once per process; in hosted mode never from a local path (see `model`)."""
     if name.startswith(DIRECTION_PREFIX):
-        recipe = _session_recipes().get(name)
-        if recipe is None or recipe[0] != model_name:
+        if name not in _made_directions():
+            _rebuilt_direction(model_name, name)
+        made_for, hook, vector = _made_directions()[name]
+        if made_for != model_name:
             raise flc.FeatureLensError(
-                f"Direction '{name}' is not in this session (it was made in another one, or before a restart). "
-                "Make it again on the Directions page."
+                f"Direction '{name}' was made for model '{made_for}', not this one. Make it again on the "
+                "Directions page with this model."
             )
-        return _direction(model_name, recipe[1], recipe[2], name)
+        return _direction(model_name, hook, vector, name)
     if not hosting.sae_allowed(name, hosting.limits()):
         raise flc.FeatureLensError(f"SAE '{name}' cannot be loaded: {hosting.NO_LOCAL}.")
     return _sae(model_name, name)
-
-
-def _session_recipes() -> dict[str, tuple[str, str, tuple[float, ...]]]:
-    """This session's directions; none outside a session's script (the background prefetcher)."""
-    try:
-        return st.session_state.get(_RECIPES, {})
-    except Exception:  # no script run context: background work never needs a direction
-        return {}
 
 
 def saes(model_name: str, names: tuple[str, ...]) -> dict[str, SAE]:

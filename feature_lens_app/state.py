@@ -20,9 +20,9 @@ from typing import Any, Literal
 
 import streamlit as st
 
-from feature_lens_app import hosting
+from feature_lens_app import direction_links, hosting
 from feature_lens_app.examples import DEFAULT_SAES, EXAMPLES
-from feature_lens_core import FeatureRef, LogitDiffRef, LogitRef, Target, catalog
+from feature_lens_core import FeatureLensError, FeatureRef, LogitDiffRef, LogitRef, Target, catalog
 from feature_lens_core.options import BaselineKind, Direction, GraphDirection, Method
 
 # The core's choices, each with the words the sidebar shows for it (a test checks every choice has them).
@@ -85,6 +85,7 @@ class ViewState:
     kind: TargetKind = "feature"
     token: str = ""  # a logit target's token, exactly one token of the tokenizer (its leading space kept)
     other: str = ""  # a logit difference's second token
+    recipes: str = ""  # how the view's directions were made (`direction_links`); only in the URL when there are any
     problems: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -245,6 +246,14 @@ def parse(
         else:
             problems.append(f"{key}={_shown(raw)} is unknown; use one of: {', '.join(options)}.")
 
+    recipes = _last(params, "recipes")
+    if recipes:
+        try:
+            direction_links.decode(recipes)
+            values["recipes"] = recipes
+        except FeatureLensError as error:
+            problems.append(str(error))
+
     view = replace(DEFAULT, **values)
     saes = view.saes
     if view.sae and view.sae not in saes:
@@ -266,7 +275,7 @@ def to_params(view: ViewState) -> dict[str, str]:
     """The query parameters of a view (all of them, so a link means the same after defaults change)."""
     out = {key: value for key, value in asdict(view).items() if key in KEYS}
     out["saes"] = ",".join(view.saes)
-    return {key: str(out[key]) for key in KEYS}
+    return {key: str(out[key]) for key in KEYS} | ({"recipes": view.recipes} if view.recipes else {})
 
 
 # ---------------------------------------------------------------- session side
@@ -299,6 +308,8 @@ def start_session() -> None:
     for key in KEYS:
         value = getattr(view, key)
         ss[key] = list(value) if key == "saes" else value
+    for recipe in direction_links.decode(view.recipes).values():
+        add_link_recipe(recipe)
     ss["_fl_problems"] = list(view.problems)
 
 
@@ -323,7 +334,29 @@ def current() -> ViewState:
         kind=ss.get("kind", DEFAULT.kind),
         token=str(ss.get("token") or ""),
         other=str(ss.get("other") or ""),
+        recipes=_recipes_of(tuple(ss.get("saes", DEFAULT.saes))),
     )
+
+
+_LINK_RECIPES = "_fl_link_recipes"  # {name: Recipe} of the directions this session made or was linked to
+
+
+def add_link_recipe(recipe: direction_links.Recipe) -> None:
+    """Remember how a direction was made, so links to views that use it carry the recipe."""
+    st.session_state.setdefault(_LINK_RECIPES, {})[recipe.name] = recipe
+
+
+def link_recipes() -> dict[str, direction_links.Recipe]:
+    """The recipes this session knows; none outside a session's script (the background prefetcher)."""
+    try:
+        return dict(st.session_state.get(_LINK_RECIPES, {}))
+    except Exception:  # no script run context: background work only uses directions the server already has
+        return {}
+
+
+def _recipes_of(saes: tuple[str, ...]) -> str:
+    known = link_recipes()
+    return direction_links.encode(known[name] for name in saes if name in known)
 
 
 def remember(view: ViewState) -> None:

@@ -74,7 +74,8 @@ added = st.session_state.get("direction_added")
 if added:
     st.success(
         f"{code(added)} is now among the SAEs and is the target. Open **Explore** to see what drives it "
-        "and what it drives, or **Circuit graph** for more hops. It lives in this browser session.",
+        "and what it drives, or **Circuit graph** for more hops. Links to these views carry how it was made: one "
+        "from prompts is rebuilt anywhere, one from a file works while this server runs.",
         icon=":material/check_circle:",
     )
     tokens = loading.prompt_tokens(view)
