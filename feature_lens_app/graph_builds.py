@@ -102,9 +102,15 @@ def build(view: state.ViewState, direction: GraphDirection, hops: int, budget: i
             f"{CONFIRM_RANKINGS} rankings ask first). Build it, or lower the hops or the node budget.",
             icon=":material/hourglass:",
         )
-        if not st.button("Build it", key="graph_confirm", type="primary"):
-            return None
-        st.session_state[_CONFIRMED] = key
+        # The callback runs before the rerun the click starts, which then builds without asking.
+        st.button(
+            "Build it",
+            key="graph_confirm",
+            type="primary",
+            on_click=st.session_state.__setitem__,
+            args=(_CONFIRMED, key),
+        )
+        return None
     model, saes = resources.model(view.model), resources.saes(view.model, view.saes)
     try:
         job = queue.submit(
