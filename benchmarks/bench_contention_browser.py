@@ -39,7 +39,7 @@ def _clicks(page: Page, n: int, start: int, busy: Page | None = None) -> list[tu
             seconds = _redraw_after(page, lambda chart=chart, index=index: bars(page, chart).nth(index).click())
         else:
             label = METHOD_LABELS[(i // 2) % len(METHOD_LABELS)]
-            seconds = _redraw_after(page, lambda label=label: sidebar.get_by_text(label).click())
+            seconds = _redraw_after(page, lambda label=label: sidebar.get_by_text(label).first.click())
         building = busy is not None and busy.get_by_test_id("stProgress").count() > 0
         timed.append((seconds["total"], building))
     return timed
