@@ -86,7 +86,7 @@ def measure(clicks: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description="A click while another visitor's graph is built, in two browsers.")
     parser.add_argument("--clicks", type=int, default=6, help="clicks of visitor B, alone and under A's graph")
     args = parser.parse_args()
     figures = measure(args.clicks)
