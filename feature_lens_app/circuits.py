@@ -1,4 +1,5 @@
-"""Cached access to the connectome: feature graphs, rankings over many prompts and feature maps.
+"""Cached access to the connectome: the whole prompt's graph, rankings over many prompts and feature maps (a target
+feature's graph is built by `graph_builds`, through the server's work queue).
 
 Like `resources`, every function takes plain values and keeps its result in `st.cache_data`. The runs
 over many prompts draw their own progress bar inside the cached function: the cache replays what a
@@ -14,35 +15,7 @@ import feature_lens_core as flc
 from feature_lens_app import resources
 from feature_lens_app.loading import progress_bar
 from feature_lens_core import batch, clustering, connectome, hooks
-from feature_lens_core.options import BaselineKind, Direction, GraphDirection, Method
-
-
-@st.cache_data(max_entries=32, show_spinner=False)
-def graph(
-    model_name: str,
-    sae_names: tuple[str, ...],
-    prompt: str,
-    target: str,
-    method: Method,
-    baseline: BaselineKind,
-    corrupt: str,
-    direction: GraphDirection,
-    hops: int,
-    budget: int,
-) -> connectome.Graph:
-    """The feature graph around `target`, `hops` deep, at most `budget` nodes."""
-    return flc.build_graph(
-        resources.model(model_name),
-        resources.saes(model_name, sae_names),
-        prompt,
-        flc.parse_target(target),
-        method=method,
-        direction=direction,
-        hops=hops,
-        node_budget=budget,
-        baseline=baseline,
-        corrupt_prompt=corrupt if baseline == "corrupt" else None,
-    )
+from feature_lens_core.options import Direction, Method
 
 
 @st.cache_data(max_entries=16, show_spinner=False)

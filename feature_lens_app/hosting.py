@@ -31,6 +31,7 @@ class Limits:
     # SAEs kept loaded: a hub SAE can take hundreds of MB (one of gpt2-small-res-jb's is about 150 MB).
     sae_entries: int
     max_batch_prompts: int  # prompts in one "across prompts" run: each is a full ranking
+    graph_jobs: int  # target graphs queued or being built server-wide (one per visitor; see work_queue)
 
 
 LOCAL = Limits(
@@ -43,6 +44,7 @@ LOCAL = Limits(
     cache_entries=256,
     sae_entries=24,
     max_batch_prompts=64,
+    graph_jobs=8,
 )
 HOSTED = Limits(
     hosted=True,
@@ -54,6 +56,7 @@ HOSTED = Limits(
     cache_entries=64,
     sae_entries=8,
     max_batch_prompts=12,
+    graph_jobs=3,
 )
 NO_LOCAL = "this hosted app only loads built-in SAEs and SAEs from SAE-Lens's directory (no local folders)"
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -315,9 +315,11 @@ def _expand(
     settings: dict,
     nodes: dict[str, dict],
     edges: list[dict],
+    ranked: Callable[[], None],
 ) -> None:
     """Grow `nodes` and `edges` from `start` on one side, hop by hop, within `limits` = (node budget, hops,
-    threshold), ranking with `settings` (method, baseline, corrupt_prompt); see build_graph."""
+    threshold), ranking with `settings` (method, baseline, corrupt_prompt, candidates); `ranked` is called
+    after each ranking. See build_graph."""
     budget, hops, threshold = limits
     frontier, added = [start], 0
     for hop in range(1, hops + 1):
@@ -333,6 +335,7 @@ def _expand(
             else:
                 continue  # error nodes are leaves
             frame = rank(model, saes, prompt, ref, direction=side, **settings)
+            ranked()
             frames.append(frame.assign(parent=node["id"]))
         if not frames or allowance <= 0:
             return
@@ -384,6 +387,8 @@ def build_graph(
     node_budget: int = 30,
     baseline: BaselineKind = "zero",
     corrupt_prompt: str | None = None,
+    candidates: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Graph:
     """The graph of nodes that cause (upstream), are caused by (downstream) or both, `target`, `hops` deep.
 
@@ -392,6 +397,11 @@ def build_graph(
     if given) until the hop's share of the node budget is used up: ceil(remaining / hops left), so
     later hops get nodes too. "both" gives half the budget to each side. Edges to nodes already in the
     graph are kept when they rank above that cut-off.
+
+    Each ranking takes the compute lock on its own (`exclusive`), so another thread's pass waits for one
+    ranking, not the graph. `candidates=K` (activation patching) patches only the K nodes attribution ranks
+    highest in each upstream ranking (see `rank`). `progress(done, most)` is called after each ranking, with
+    `most = graph_rankings(hops, node_budget, direction)`.
 
     Returns:
         Graph with nodes (id, sae, hook, layer, kind, feature, position, token, activation, label, hop,
@@ -402,6 +412,7 @@ def build_graph(
     validation.choice(method, METHODS, "method")
     validation.count(hops, "hops")
     validation.count(node_budget, "node_budget")
+    validation.count(candidates, "candidates", optional=True)
     for value, most, what in ((hops, MAX_HOPS, "hops"), (node_budget, MAX_NODE_BUDGET, "node_budget")):
         if value > most:  # type: ignore[operator]  # count() checked it is a whole number
             raise FeatureLensError(
@@ -420,11 +431,21 @@ def build_graph(
     nodes, edges = {start["id"]: start}, []
     sides: list[Direction] = ["upstream", "downstream"] if direction == "both" else [direction]
     shares = [math.ceil(node_budget / 2), node_budget // 2] if direction == "both" else [node_budget]
+    upstream_candidates = candidates if method == "activation" else None
     settings = {"method": method, "baseline": baseline, "corrupt_prompt": corrupt_prompt}
+    most, done = graph_rankings(hops, node_budget, direction), 0
+
+    def ranked() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, most)
+
     for side, share in zip(sides, shares, strict=True):
         if direction == "both" and not has_side(saes, target, side):
             continue  # "both" grows whichever sides have SAEs; one side asked for must have them
-        _expand(model, saes, prompt, target, start, side, (share, hops, threshold), settings, nodes, edges)
+        side_settings = {**settings, "candidates": upstream_candidates if side == "upstream" else None}
+        _expand(model, saes, prompt, target, start, side, (share, hops, threshold), side_settings, nodes, edges, ranked)
     node_frame = pd.DataFrame(list(nodes.values()), columns=NODE_COLUMNS)
     edge_frame = pd.DataFrame(edges, columns=EDGE_COLUMNS)
     faith = None

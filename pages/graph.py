@@ -3,7 +3,17 @@ and effects several hops deep; and how much of it each graph explains."""
 
 import streamlit as st
 
-from feature_lens_app import charts, circuits, frame, interactions, loading, orientation, prediction_graph, state
+from feature_lens_app import (
+    charts,
+    circuits,
+    frame,
+    graph_builds,
+    interactions,
+    loading,
+    orientation,
+    prediction_graph,
+    state,
+)
 from feature_lens_app.boundary import shown_errors
 from feature_lens_core.options import GraphDirection
 
@@ -55,25 +65,21 @@ elif tokens is not None:
     )
     depth = hops.slider("Hops", 1, 3, 2, key="graph_hops", help="How many steps away from the target to expand.")
     nodes = budget.slider(
-        "Node budget", 6, 60, 24, step=2, key="graph_budget", help="The most nodes the graph may hold; more is slower."
+        "Node budget",
+        6,
+        60,
+        24,
+        step=2,
+        key="graph_budget",
+        help="The most nodes the graph may hold; more is slower (each node added before the last hop is ranked). "
+        f"A graph of more than {graph_builds.CONFIRM_RANKINGS} rankings asks before it starts.",
     )
     grow: GraphDirection = "upstream"  # until the control has a value
     for side_name in SIDES:
         grow = side_name if side_name == direction else grow
     found = None
-    with st.spinner("Expanding the graph…", show_time=True), shown_errors("building the graph"):
-        found = circuits.graph(
-            view.model,
-            view.saes,
-            view.prompt,
-            str(state.target(view)),
-            view.method,
-            view.baseline,
-            view.corrupt,
-            grow,
-            depth,
-            nodes,
-        )
+    with shown_errors("building the graph"):
+        found = graph_builds.build(view, grow, depth, nodes)
     if found is not None:
         order = [n for n in circuits.forward_order(view.model, view.saes) if n in set(found.nodes["sae"])]
         key = f"graph_{state.fingerprint(view, direction, depth, nodes)}"

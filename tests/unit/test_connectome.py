@@ -226,6 +226,25 @@ def test_the_cost_model_bounds_the_rankings_a_graph_runs(model, setting, monkeyp
     assert len(calls) == len(graph.nodes.side.unique()) - 1 + len(ranked)
 
 
+def test_progress_counts_each_ranking_and_candidates_reach_every_upstream_ranking(model, setting, monkeypatch):
+    saes, target = setting
+    seen, real = [], connectome.rank
+
+    def counted(*args, **kwargs):
+        seen.append(kwargs["candidates"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(connectome, "rank", counted)
+    reports: list[tuple[int, int]] = []
+    settings = {"hops": 3, "node_budget": 9, "method": "activation"}
+    capped = build_graph(model, saes, PROMPT, target, candidates=4, progress=lambda *r: reports.append(r), **settings)
+    most = graph_rankings(3, 9)
+    assert reports == [(done, most) for done in range(1, len(seen) + 1)] and 1 <= len(seen) <= most
+    assert set(seen) == {4}
+    # Patching only the 4 strongest candidates is the attribution-chosen subset of the exact ranking's edges.
+    assert len(capped.edges) <= 4 * len(seen)
+
+
 def test_faithfulness_with_a_corrupt_prompt_equal_to_the_prompt_changes_nothing(model, setting):
     saes, target = setting
     same = faithfulness(model, saes, PROMPT, target, frame_of(set()), baseline="corrupt", corrupt_prompt=PROMPT)
