@@ -51,3 +51,10 @@ def rerun_when_loaded() -> None:
     """Poll (every half second, without blocking the page) and rerun the page once the model has loaded."""
     if _ready.is_set():
         st.rerun()
+
+
+def wait_until_loaded(timeout: float | None = None) -> bool:
+    """Start loading the built-in model if need be and wait for it (at most `timeout` seconds); whether it loaded.
+    For callers that want live results only, such as tests of what a page computes."""
+    model_loading(catalog.BUILTIN_MODEL)
+    return _ready.wait(timeout)
