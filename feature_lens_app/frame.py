@@ -23,7 +23,7 @@ from PIL import Image
 from streamlit.delta_generator import DeltaGenerator
 from streamlit.runtime.scriptrunner_utils.exceptions import RerunException, StopException
 
-from feature_lens_app import boundary, resources, sidebar, state
+from feature_lens_app import boundary, resources, sidebar, state, warmup
 from feature_lens_app.markup import plain
 
 _run = threading.local()  # each session's script runs in its own thread
@@ -117,6 +117,7 @@ def _close(slot: DeltaGenerator, bar: DeltaGenerator) -> None:
         sidebar.share_link(view)
     with bar:
         _links(view)
+    warmup.start()  # after the page is drawn (see `warmup.start`)
 
 
 @contextmanager

@@ -153,6 +153,8 @@ def sidebar() -> None:
     # While the built-in model loads in the background, nothing here waits for it: sizes and the SAE list are
     # read on the run after it has loaded (the page reruns then).
     loading = warmup.model_loading(ss["model"])
+    if loading:
+        warmup.rerun_when_loaded()
     with st.sidebar:
         st.selectbox(
             "Model",

@@ -36,14 +36,17 @@ def _load() -> None:
 
 
 def model_loading(model: str) -> bool:
-    """Whether `model` is the built-in model and still loading in the background (the first call starts it)."""
-    if model != catalog.BUILTIN_MODEL or _ready.is_set():
-        return False
+    """Whether `model` is the built-in model and not loaded yet by `start` (which the end of a run calls)."""
+    return model == catalog.BUILTIN_MODEL and not _ready.is_set()
+
+
+def start() -> None:
+    """Start loading the built-in model in the background, once per process. Called at the end of a run: the
+    thread's imports hold the interpreter's lock for seconds, which would slow the drawing of the first page."""
     with _lock:
         if not _started:
             _started.append(threading.Thread(target=_load, name="feature-lens-warm-up", daemon=True))
             _started[0].start()
-    return not _ready.is_set()
 
 
 @st.fragment(run_every=0.5)
@@ -56,5 +59,5 @@ def rerun_when_loaded() -> None:
 def wait_until_loaded(timeout: float | None = None) -> bool:
     """Start loading the built-in model if need be and wait for it (at most `timeout` seconds); whether it loaded.
     For callers that want live results only, such as tests of what a page computes."""
-    model_loading(catalog.BUILTIN_MODEL)
+    start()
     return _ready.wait(timeout)

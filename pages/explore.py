@@ -90,9 +90,7 @@ if tokens is not None:
     if where is not None:
         with shown_errors("reading the prompt's features"):
             token_panel.active_features(view, tokens, where)
-    if early is not None:
-        warmup.rerun_when_loaded()
-    else:
+    if early is None:  # with shipped results, the sidebar reruns the page once the model has loaded
         if on_feature:
             from feature_lens_app import attention_panel  # imports torch: not before the model has loaded
 
