@@ -9,6 +9,8 @@
 """
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -100,3 +102,19 @@ __all__ = [
     "rank_many",
     "steering_vector",
 ]
+
+
+class _Package(types.ModuleType):
+    """The package, whose name `attribution_graph` means the function even once its submodule is imported (the
+    import system sets the submodule as the package's attribute of that name, which would hide the function)."""
+
+    @property
+    def attribution_graph(self) -> Any:
+        return importlib.import_module("feature_lens_core.attribution_graph").attribution_graph
+
+    @attribution_graph.setter
+    def attribution_graph(self, _value: Any) -> None:
+        return  # the submodule stays reachable as `feature_lens_core.attribution_graph` in sys.modules
+
+
+sys.modules[__name__].__class__ = _Package
