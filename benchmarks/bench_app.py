@@ -1,10 +1,13 @@
 """How quickly the app draws its first chart and redraws after a click: `python benchmarks/bench_app.py`.
 
 Launches Debian's chromium with Playwright, then `streamlit run streamlit_app.py` on a free port (the browser
-tests' server, tests/streamlit_server.py), and measures on the landing page (the built-in model):
+tests' server, tests/streamlit_server.py), and measures on the built-in model:
 
-- from launching the server to the first Vega chart drawn, and to both ranking charts drawn; and from opening
-  the page (once the server answers) to the first chart, which is what a visitor waits for;
+- on the landing page (the next-token logit of the worked example): from launching the server to the first Vega
+  chart drawn, and from opening the page (once the server answers) to the first chart, which is what a visitor
+  waits for (drawn from shipped results while the model loads); then until the live results replace them;
+- a new session (a second browser tab) on the same, now cached, view: from opening it to its first chart;
+- on the worked feature example (`?kind=feature`, both ranking charts):
 - from a click on another method in the sidebar to the ranking charts redrawn;
 - from a click on a bar (which makes that feature the target) to the ranking charts redrawn.
 
@@ -35,7 +38,15 @@ from tests.streamlit_server import CHROMIUM, CHROMIUM_ARGS, need_browser, stream
 RESULTS = ROOT / "benchmarks" / "results_app.json"
 FIRST_CHART_TARGET_S = 10.0
 PAGE_TO_CHART_TARGET_S = 3.0  # from opening the page on a fresh server
-REDRAW_TARGET_S = 1.0
+REDRAW_TARGET_S = 0.5
+NEW_SESSION_TARGET_S = 1.0
+# True once the landing page shows live results: no "Precomputed" caption and the script has finished.
+LIVE = """() => {
+  const app = document.querySelector("[data-testid='stApp']");
+  return app && app.getAttribute("data-test-script-state") === "notRunning"
+    && !document.body.innerText.includes("Precomputed")
+    && document.querySelectorAll("[data-testid='stVegaLiteChart'] path").length > 0;
+}"""
 METHOD_LABELS = ("Direct attribution", "Activation patching", "Attribution patching")  # the landing page's is last
 # Records when Streamlit's script state changes (browser clock, ms), and returns the time now.
 WATCH = """() => {
@@ -119,9 +130,18 @@ def measure(repeats: int) -> dict:
             page.get_by_test_id("stVegaLiteChart").first.locator("path").first.wait_for(timeout=WAIT_MS)
             first_chart = time.perf_counter() - server.started
             page_to_chart = time.perf_counter() - opened
+            page.wait_for_function(LIVE, timeout=WAIT_MS)
+            live = time.perf_counter() - server.started
+            wait_idle(page)
+            second = page.context.new_page()
+            opened = time.perf_counter()
+            second.goto(server.url + "/")
+            second.get_by_test_id("stVegaLiteChart").first.locator("path").first.wait_for(timeout=WAIT_MS)
+            new_session = time.perf_counter() - opened
+            second.close()
+            page.goto(server.url + "/?kind=feature")
             for chart in (1, 2):
                 bars(page, chart).first.wait_for(timeout=WAIT_MS)
-            rankings = time.perf_counter() - server.started
             wait_idle(page)
             sidebar = page.get_by_test_id("stSidebar")
             methods = []
@@ -139,7 +159,8 @@ def measure(repeats: int) -> dict:
         "server_healthy_s": healthy,
         "first_chart_s": first_chart,
         "page_open_to_first_chart_s": page_to_chart,
-        "ranking_charts_s": rankings,
+        "live_results_s": live,
+        "new_session_to_first_chart_s": new_session,
         "method_change": methods,
         "target_change": targets,
         "method_change_median_s": _medians(methods),
@@ -160,6 +181,7 @@ def main() -> None:
     results["targets_met"] = {
         "first_chart": results["first_chart_s"] <= FIRST_CHART_TARGET_S,
         "page_open_to_first_chart": results["page_open_to_first_chart_s"] <= PAGE_TO_CHART_TARGET_S,
+        "new_session": results["new_session_to_first_chart_s"] <= NEW_SESSION_TARGET_S,
         "method_change": results["method_change_median_s"]["total"] <= REDRAW_TARGET_S,
         "target_change": results["target_change_median_s"]["total"] <= REDRAW_TARGET_S,
     }
@@ -167,9 +189,11 @@ def main() -> None:
     met = results["targets_met"]
     print(
         f"server healthy after {results['server_healthy_s']:.1f} s; first chart {results['first_chart_s']:.1f} s, "
-        f"both rankings {results['ranking_charts_s']:.1f} s after `streamlit run` (target <= "
+        f"live results {results['live_results_s']:.1f} s after `streamlit run` (target <= "
         f"{FIRST_CHART_TARGET_S:g} s: {'met' if met['first_chart'] else 'NOT met'}); the page opened to its first "
-        f"chart in {results['page_open_to_first_chart_s']:.1f} s (target <= {PAGE_TO_CHART_TARGET_S:g} s)"
+        f"chart in {results['page_open_to_first_chart_s']:.1f} s (target <= {PAGE_TO_CHART_TARGET_S:g} s); a new "
+        f"session on the cached view in {results['new_session_to_first_chart_s']:.2f} s (target <= "
+        f"{NEW_SESSION_TARGET_S:g} s)"
     )
     for key, what in (("method_change", "changing the method"), ("target_change", "clicking a bar (new target)")):
         median = results[f"{key}_median_s"]

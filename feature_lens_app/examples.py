@@ -1,6 +1,7 @@
-"""Worked examples on the built-in model: a prompt and a target feature that fires on it.
+"""Worked examples on the built-in model: a prompt and a target feature that fires on it, and the landing view.
 
-The first one is what the Explore page shows on a first visit with no query parameters.
+A first visit with no query parameters asks "why does the model predict this token here?" on the first
+example's prompt and position: the model's next-token logit, for its top prediction there (`LANDING_TOKEN`).
 Each was checked on the shipped model (see tests/app/test_examples.py): the target is
 active at its position, so the rankings are never empty.
 """
@@ -45,6 +46,10 @@ EXAMPLES: tuple[Example, ...] = (
         position=18,
     ),
 )
+
+# The built-in model's most probable next token after ' thou' (position 8) of the first example's prompt, ahead of
+# a new line and '?' (tests/app/test_examples.py checks it is still the top prediction).
+LANDING_TOKEN = ","
 
 # The SAEs a first visit ranks over: attention and MLP outputs of every layer. Within hosted mode's cap
 # (hosting.HOSTED.max_saes), so a first visit to the hosted app is the same worked example.

@@ -13,7 +13,6 @@ same page and query string, so that first visitor gets the full navigation and t
 
 from __future__ import annotations
 
-import gc
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,16 +23,10 @@ from PIL import Image
 from streamlit.delta_generator import DeltaGenerator
 from streamlit.runtime.scriptrunner_utils.exceptions import RerunException, StopException
 
-from feature_lens_app import boundary, resources, sidebar, state
+from feature_lens_app import boundary, resources, sidebar, state, warmup
 from feature_lens_app.markup import plain
 
 _run = threading.local()  # each session's script runs in its own thread
-
-# Streamlit runs a full garbage collection after every script run (`runner.postScriptGC`). With torch,
-# transformers and TransformerLens imported, that walks over half a million long-lived objects: about 0.3 s
-# of every click on a 2-core machine. Freezing what exists once the libraries are loaded leaves those
-# collections only the objects made since (import-time objects are never garbage anyway).
-gc.freeze()
 
 
 def _favicon() -> Image.Image:
@@ -124,6 +117,7 @@ def _close(slot: DeltaGenerator, bar: DeltaGenerator) -> None:
         sidebar.share_link(view)
     with bar:
         _links(view)
+    warmup.start()  # after the page is drawn (see `warmup.start`)
 
 
 @contextmanager

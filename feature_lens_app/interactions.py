@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import altair as alt
 import pandas as pd
@@ -14,7 +14,9 @@ from streamlit.delta_generator import DeltaGenerator
 
 from feature_lens_app import charts, resources, state
 from feature_lens_app.markup import code, plain
-from feature_lens_core.connectome import Graph
+
+if TYPE_CHECKING:  # the connectome imports torch; the Explore page draws without it
+    from feature_lens_core.connectome import Graph
 
 OPEN_FEATURE = "open_feature"
 NUMBER_FORMAT = {
@@ -25,9 +27,9 @@ NUMBER_FORMAT = {
 }
 
 
-def target_text(view: state.ViewState, token: str | None = None) -> str:
-    """The target in words for headings (markdown; user text is escaped)."""
-    label = resources.label(view.model, view.sae, view.feature)
+def target_text(view: state.ViewState, token: str | None = None, label: str | None = None) -> str:
+    """The target in words for headings (markdown; user text is escaped), with its `label` (by default, read)."""
+    label = resources.label(view.model, view.sae, view.feature) if label is None else label
     named = f", labelled *{plain(label)}*," if label else ""
     at = f" at {plain(charts.display_token(token))}" if token is not None else ""
     return f"the feature **#{view.feature}** of {code(view.sae)}{named} as it fires{at} (position {view.pos})"

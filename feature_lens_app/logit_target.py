@@ -83,8 +83,9 @@ def kind_switch() -> None:
     )
 
 
-def token_choices(view: state.ViewState, tokens: list[str]) -> None:
-    """The token boxes and the model's top predictions at the position, each a button that picks it."""
+def token_choices(view: state.ViewState, tokens: list[str], top: pd.DataFrame | None = None) -> None:
+    """The token boxes and the model's top predictions at the position (`top`, by default computed), each a button
+    that picks it."""
     diff = view.kind == "diff"
     left, right = st.columns(2)
     _token_box(
@@ -101,7 +102,7 @@ def token_choices(view: state.ViewState, tokens: list[str]) -> None:
         )
     if not 0 <= view.pos < len(tokens):
         return  # the ranking says which positions there are
-    top = predictions(view.model, view.prompt, view.pos)
+    top = predictions(view.model, view.prompt, view.pos) if top is None else top
     rows = [("token", "Token:" if diff else None)] + ([("other", "Against:")] if diff else [])
     st.caption(f"The model's most probable next tokens after {plain(display_token(tokens[view.pos]))}:")
     for key, title in rows:

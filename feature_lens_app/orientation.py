@@ -52,8 +52,8 @@ def logit_text(view: state.ViewState, token: str | None = None) -> str:
     )
 
 
-def target_line(view: state.ViewState, tokens: list[str]) -> None:
-    """The target in words, with the method that scores its neighbours."""
+def target_line(view: state.ViewState, tokens: list[str], label: str | None = None) -> None:
+    """The target in words, with the method that scores its neighbours (a feature's `label`, by default read)."""
     token = tokens[view.pos] if view.pos < len(tokens) else None
-    said = interactions.target_text(view, token) if view.kind == "feature" else logit_text(view, token)
+    said = interactions.target_text(view, token, label) if view.kind == "feature" else logit_text(view, token)
     st.markdown(f"**Target:** {said} · scored by {state.METHODS[view.method]}")

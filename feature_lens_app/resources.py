@@ -27,14 +27,17 @@ import streamlit as st
 
 import feature_lens_core as flc
 from feature_lens_app import direction_links, hosting, state
-from feature_lens_core import catalog, directions, feature_data, validation
+from feature_lens_core import catalog
 from feature_lens_core.exclusive import exclusive
-from feature_lens_core.loading import default_device, hub_reachable, offline_mode
 from feature_lens_core.options import BaselineKind, Direction, Method
 
+# The core's modules that import torch, TransformerLens and SAE-Lens are reached as `flc.<module>` when first used,
+# not imported here: the landing page draws its shipped results while they load (`loading.model_loading`).
 if TYPE_CHECKING:  # the app never touches a model's tensors; these name what the loaders return
     from sae_lens import SAE
     from transformer_lens import HookedTransformer
+
+    from feature_lens_core import feature_data
 
 _ENTRIES = hosting.limits().cache_entries
 
@@ -80,7 +83,9 @@ def _direction(model_name: str, hook: str, vector: tuple[float, ...], name: str)
     return flc.direction_sae(model(model_name), hook, np.asarray(vector, dtype=np.float64), name)
 
 
-DIRECTION_SITES = directions.DIRECTION_HOOKS  # where in a block a direction can be read
+def direction_sites() -> tuple[str, ...]:
+    """Where in a block a direction can be read."""
+    return tuple(flc.directions.DIRECTION_HOOKS)
 
 
 def direction_from_prompts(
@@ -177,7 +182,7 @@ def model_options() -> list[str]:
     itself: the directory is parsed once per process, and the cache's contents are re-read each minute."""
     allowed = hosting.limits().hub_models
     hub = [m for m in catalog.hub_models() if allowed is None or m in allowed]
-    if offline_mode():
+    if flc.loading.offline_mode():
         hub = [m for m in hub if m in cached_models()]
     return [catalog.BUILTIN_MODEL, *hub]
 
@@ -190,13 +195,13 @@ def cached_models() -> dict[str, int]:
 
 def device() -> str:
     """Where models load: FEATURE_LENS_DEVICE if set, else CUDA, else MPS, else the CPU."""
-    return str(default_device())
+    return str(flc.loading.default_device())
 
 
 @st.cache_data(ttl=60, show_spinner=False)
 def online() -> bool:
     """Whether the hub answers (checked with a short timeout, remembered for a minute)."""
-    return hub_reachable()
+    return flc.loading.hub_reachable()
 
 
 @dataclass(frozen=True)
@@ -258,7 +263,7 @@ def ranked(
 def tokens(model_name: str, prompt: str) -> list[str]:
     """The prompt's tokens as the core indexes positions; the core's checks (empty, too long) apply."""
     loaded_model = model(model_name)
-    return [str(t) for t in loaded_model.to_str_tokens(validation.prompt_tokens(loaded_model, prompt)[0])]
+    return [str(t) for t in loaded_model.to_str_tokens(flc.validation.prompt_tokens(loaded_model, prompt)[0])]
 
 
 def context_length(model_name: str) -> int:
@@ -291,7 +296,7 @@ def activations(model_name: str, sae_name: str, prompt: str) -> pd.DataFrame:
 @st.cache_resource(max_entries=32, show_spinner=False)
 def labels(model_name: str, sae_name: str) -> tuple[str, ...]:
     """Every feature's short label ("" where none is known); shared, not copied, as it never changes."""
-    return tuple(feature_data.feature_labels(sae(model_name, sae_name)))
+    return tuple(flc.feature_data.feature_labels(sae(model_name, sae_name)))
 
 
 def label(model_name: str, sae_name: str, feature: int) -> str:
@@ -306,7 +311,7 @@ def label(model_name: str, sae_name: str, feature: int) -> str:
 @st.cache_data(max_entries=_ENTRIES, show_spinner=False)
 def card(model_name: str, sae_name: str, feature: int) -> feature_data.FeatureCard:
     """One feature's dashboard data (shipped for the built-in SAEs, logit effects for any SAE)."""
-    return feature_data.feature_card(model(model_name), sae(model_name, sae_name), feature)
+    return flc.feature_data.feature_card(model(model_name), sae(model_name, sae_name), feature)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)

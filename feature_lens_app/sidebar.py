@@ -11,7 +11,7 @@ from urllib.parse import urlencode, urlparse
 import streamlit as st
 
 import feature_lens_core as flc
-from feature_lens_app import hosting, resources, state
+from feature_lens_app import hosting, resources, state, warmup
 from feature_lens_app.charts import display_token
 from feature_lens_app.examples import DEFAULT_SAES, EXAMPLES
 from feature_lens_app.markup import plain
@@ -150,6 +150,11 @@ def sidebar() -> None:
     """The controls every page shares."""
     limits = hosting.limits()
     ss = st.session_state
+    # While the built-in model loads in the background, nothing here waits for it: sizes and the SAE list are
+    # read on the run after it has loaded (the page reruns then).
+    loading = warmup.model_loading(ss["model"])
+    if loading:
+        warmup.rerun_when_loaded()
     with st.sidebar:
         st.selectbox(
             "Model",
@@ -161,7 +166,7 @@ def sidebar() -> None:
             "on Shakespeare; it runs anywhere, offline. Hub models are downloaded on first use; those already in "
             "this machine's Hugging Face cache say so (offline, only they are listed).",
         )
-        st.caption(f"Runs on: {resources.device()}")
+        st.caption("Loading the model…" if loading else f"Runs on: {resources.device()}")
         if ss["model"] == catalog.BUILTIN_MODEL:
             st.selectbox(
                 "Examples",
@@ -172,7 +177,7 @@ def sidebar() -> None:
                 on_change=_example_chosen,
                 help="A prompt and a target feature that fires on it, checked on the built-in model.",
             )
-        features, n_tokens, context = _sizes(ss["model"], ss["sae"], ss["prompt"])
+        features, n_tokens, context = (None, None, None) if loading else _sizes(ss["model"], ss["sae"], ss["prompt"])
         st.text_area(
             "Prompt",
             key="prompt",
@@ -185,7 +190,7 @@ def sidebar() -> None:
         if n_tokens is not None and context is not None:
             st.caption(f"{n_tokens} of {context} tokens")
         try:
-            options = resources.sae_options(ss["model"])
+            options = [] if loading else resources.sae_options(ss["model"])
         except flc.FeatureLensError:
             options = []
         st.multiselect(

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import streamlit as st
 
 from feature_lens_app import direction_links, hosting
-from feature_lens_app.examples import DEFAULT_SAES, EXAMPLES
+from feature_lens_app.examples import DEFAULT_SAES, EXAMPLES, LANDING_TOKEN
 from feature_lens_core import FeatureLensError, FeatureRef, LogitDiffRef, LogitRef, Target, catalog
 from feature_lens_core.options import BaselineKind, Direction, GraphDirection, Method
 
@@ -82,8 +82,8 @@ class ViewState:
     baseline: BaselineKind = "zero"
     direction: GraphDirection = "both"
     corrupt: str = ""
-    kind: TargetKind = "feature"
-    token: str = ""  # a logit target's token, exactly one token of the tokenizer (its leading space kept)
+    kind: TargetKind = "logit"  # the landing view: why the model predicts its top next token
+    token: str = LANDING_TOKEN  # a logit target's token, exactly one token of the tokenizer (its leading space kept)
     other: str = ""  # a logit difference's second token
     recipes: str = ""  # how the view's directions were made (`direction_links`); only in the URL when there are any
     problems: tuple[str, ...] = field(default=(), compare=False)

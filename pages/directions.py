@@ -26,7 +26,7 @@ with st.form("new_direction"):
         "Layer", 0, n_layers - 1, min(1, n_layers - 1), help=f"The block it is read in: 0 to {n_layers - 1}."
     )
     site = site_col.selectbox(
-        "Where", resources.DIRECTION_SITES, help="The activation within the block: residual stream, attention or MLP."
+        "Where", resources.direction_sites(), help="The activation within the block: residual stream, attention or MLP."
     )
     title = name_col.text_input("Name", "love-vs-war", max_chars=40, help="Shown in the SAE lists.")
     source = st.radio(

@@ -5,7 +5,6 @@ import pandas as pd
 import streamlit as st
 
 from feature_lens_app import (
-    attention_panel,
     charts,
     frame,
     interactions,
@@ -13,8 +12,10 @@ from feature_lens_app import (
     logit_target,
     orientation,
     resources,
+    shipped,
     state,
     token_panel,
+    warmup,
 )
 from feature_lens_app.boundary import shown_errors
 from feature_lens_core.options import Direction
@@ -28,7 +29,9 @@ view = frame.view()
 on_feature = view.kind == "feature"
 st.title("A feature's causes and effects" if on_feature else "Why the model predicts a token", anchor=False)
 orientation.intro(view)
-tokens = loading.prompt_tokens(view)
+# On a fresh server the worked examples are drawn from their shipped results while the model loads.
+early = shipped.lookup(view) if warmup.model_loading(view.model) else None
+tokens = early.tokens if early is not None else loading.prompt_tokens(view)
 shown: dict[str, pd.DataFrame] = {}
 target = state.explored(view)
 # A logit is the model's output: nothing is downstream of it.
@@ -38,10 +41,10 @@ if tokens is not None:
     logit_target.kind_switch()
     if not on_feature:
         with shown_errors("reading the model's predictions"):
-            logit_target.token_choices(view, tokens)
-    orientation.target_line(view, tokens)
+            logit_target.token_choices(view, tokens, None if early is None else early.predictions)
+    orientation.target_line(view, tokens, None if early is None else early.target_label)
     where = None
-    if on_feature:
+    if on_feature and early is None:
         with shown_errors("reading the prompt's features"):
             where = token_panel.token_strip(view, tokens)
     else:
@@ -49,8 +52,10 @@ if tokens is not None:
         if view.direction == "downstream":
             st.caption("A logit is the model's output, so nothing is downstream of it: what drives it is shown.")
     results: dict[str, resources.Timed] = {}
+    if early is not None:
+        results = {d: resources.Timed(early.rankings[d], 0.0, early.notes[d]) for d in directions}
     with st.spinner("Ranking features…", show_time=True):
-        for direction in directions:
+        for direction in directions if early is None else []:
             with shown_errors(f"ranking {direction}"):
                 results[direction] = resources.ranked(view, direction, target=target)
     extent = charts.shared_extent([result.frame.head(CHART_BARS) for result in results.values()])
@@ -58,7 +63,8 @@ if tokens is not None:
         for column, (direction, result) in zip(st.columns(len(results)), results.items(), strict=True):
             with column:
                 key = f"bars_{direction}_{state.fingerprint(view)}"
-                rows = interactions.labelled(result.frame.head(CHART_BARS), view.model)
+                head = result.frame.head(CHART_BARS)
+                rows = head if early is not None else interactions.labelled(head, view.model)  # shipped: labelled
                 interactions.ranking_chart(rows, TITLES[direction], key, extent)
                 with st.expander("Show as a table"):  # the chart's rows for a keyboard or a screen reader
                     st.dataframe(
@@ -68,10 +74,14 @@ if tokens is not None:
                         column_config=interactions.NUMBER_FORMAT,
                     )
                 shown[direction] = result.frame
-                st.caption(
-                    f"{len(result.frame)} nodes ranked in {result.seconds:.2f} s. Click a bar to make it the target."
-                    + (f" {result.note}" if result.note else "")
+                ranked_in = (
+                    f"Precomputed for this worked example (the first {len(result.frame)} of "
+                    f"{early.counts[direction]} nodes ranked); live results replace them once the model has loaded."
+                    if early is not None
+                    else f"{len(result.frame)} nodes ranked in {result.seconds:.2f} s."
                 )
+                note = f" {result.note}" if result.note else ""
+                st.caption(f"{ranked_in} Click a bar to make it the target.{note}")
         st.caption(
             ("Both charts share one colour scale. " if len(results) > 1 else "")
             + "Grey bars with a dashed outline are error nodes: what the SAE fails to reconstruct."
@@ -80,9 +90,12 @@ if tokens is not None:
     if where is not None:
         with shown_errors("reading the prompt's features"):
             token_panel.active_features(view, tokens, where)
-    if on_feature:
-        attention_panel.dfa_section(view)  # only for a target of an attention SAE
-    resources.prefetch_other_methods(view, directions, target=target)  # so that switching the method is instant
+    if early is None:  # with shipped results, the sidebar reruns the page once the model has loaded
+        if on_feature:
+            from feature_lens_app import attention_panel  # imports torch: not before the model has loaded
+
+            attention_panel.dfa_section(view)  # only for a target of an attention SAE
+        resources.prefetch_other_methods(view, directions, target=target)  # so that switching the method is instant
 
 if shown:
     st.subheader("Table", anchor=False)
@@ -95,7 +108,7 @@ if shown:
         [(rows if everything else rows.head(TABLE_ROWS)).assign(direction=d) for d, rows in shown.items()],
         ignore_index=True,
     )
-    table = interactions.labelled(table, view.model)
+    table = table if early is not None else interactions.labelled(table, view.model)
     columns = ["direction", "sae", "layer", "kind", "feature", "label", "token", "position", "activation", "score"]
     table = table.loc[:, [c for c in columns if c in table]]
     st.dataframe(table, hide_index=True, width="stretch", column_config=interactions.NUMBER_FORMAT)

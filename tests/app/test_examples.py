@@ -23,3 +23,12 @@ def test_example_target_is_active(example) -> None:
     acts = activations(model, load_sae(catalog.BUILTIN_MODEL, example.sae), example.prompt)
     here = acts[(acts["position"] == example.position) & (acts["feature"] == example.feature)]
     assert len(here) == 1 and float(here["activation"].iloc[0]) > 0
+
+
+def test_landing_token_is_the_top_prediction() -> None:
+    from feature_lens_app.examples import LANDING_TOKEN
+    from feature_lens_app.state import DEFAULT
+    from feature_lens_core.ranking import predictions
+
+    top = predictions(load_model(catalog.BUILTIN_MODEL), DEFAULT.prompt, DEFAULT.pos, count=1)
+    assert DEFAULT.kind == "logit" and DEFAULT.token == LANDING_TOKEN == top["token"].iloc[0]

@@ -52,7 +52,7 @@ def test_the_trail_returns_to_an_earlier_target(open_app) -> None:
 
 def test_a_paste_over_the_limit_is_cut_with_a_message(open_app, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FEATURE_LENS_HOSTED", "1")
-    at = open_app()
+    at = open_app(kind="feature")
     at.sidebar.text_area(key="prompt").input("thou art " * 60).run()
     assert_healthy(at)
     assert len(at.session_state["prompt"]) == 300
@@ -61,7 +61,7 @@ def test_a_paste_over_the_limit_is_cut_with_a_message(open_app, monkeypatch: pyt
 
 
 def test_a_prompt_over_the_models_context_says_its_limit(open_app) -> None:
-    at = open_app()
+    at = open_app(kind="feature")
     at.sidebar.text_area(key="prompt").input("thou art " * 100).run()
     assert_healthy(at)
     (message,) = errors(at)
@@ -70,7 +70,7 @@ def test_a_prompt_over_the_models_context_says_its_limit(open_app) -> None:
 
 
 def test_the_corrupt_baseline_proposes_a_corrupt_prompt(open_app) -> None:
-    at = open_app()
+    at = open_app(kind="feature")
     at.sidebar.radio(key="baseline").set_value("corrupt").run()
     assert_healthy(at)
     assert not errors(at), errors(at)
@@ -80,7 +80,7 @@ def test_the_corrupt_baseline_proposes_a_corrupt_prompt(open_app) -> None:
 
 
 def test_numeric_inputs_are_bounded_by_the_sae_and_the_prompt(open_app) -> None:
-    at = open_app()
+    at = open_app(kind="feature")
     assert at.sidebar.number_input(key="feature").max == 1023
     assert at.sidebar.number_input(key="pos").max == 10  # 11 tokens, the start-of-text token included
 

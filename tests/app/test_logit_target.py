@@ -65,7 +65,7 @@ def test_a_logit_difference_ranks_what_the_core_ranks(open_app) -> None:
 
 
 def test_switching_to_a_logit_offers_the_models_predictions(open_app) -> None:
-    at = open_app(pos=str(POSITION))
+    at = open_app(kind="feature", token="", pos=str(POSITION))  # the feature view, no token chosen yet
     at.radio(key="kind").set_value("logit").run()
     assert_healthy(at)
     assert not errors(at), errors(at)

@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.app, pytest.mark.slow]
 
 
 def test_landing_page_shows_the_worked_example(open_app) -> None:
-    at = open_app()
+    at = open_app(kind="feature")
     assert_healthy(at)
     assert not errors(at), errors(at)
     specs = charts(at)
@@ -75,7 +75,7 @@ def test_feature_page_neighbour_click_moves_the_target(open_app) -> None:
 
 
 def test_changing_method_keeps_other_inputs(open_app) -> None:
-    at = open_app()
+    at = open_app(kind="feature")
     before = sidebar_values(at)
     at.sidebar.radio(key="method").set_value("direct").run()
     assert_healthy(at)
@@ -119,7 +119,7 @@ def test_a_new_prompt_moves_a_target_that_no_longer_fires(open_app) -> None:
     import feature_lens_core as flc
 
     prompt = "To be, or not to be, that is the question."
-    at = open_app()
+    at = open_app(kind="feature")
     at.sidebar.text_area(key="prompt").input(prompt).run()
     assert_healthy(at)
     assert not errors(at), errors(at)

@@ -122,11 +122,12 @@ def test_a_logit_target_round_trips_with_its_tokens_spaces_kept() -> None:
     assert parse(to_params(view), hosting.LOCAL) == view
     assert explored(view) == LogitDiffRef(" thou", "\n", 7)
     assert explored(replace(view, kind="logit")) == LogitRef(" thou", 7)
-    assert explored(DEFAULT) == FeatureRef(DEFAULT.sae, DEFAULT.feature, DEFAULT.pos)
+    assert explored(DEFAULT) == LogitRef(DEFAULT.token, DEFAULT.pos)  # the landing view: the top next token
+    assert explored(replace(DEFAULT, kind="feature")) == FeatureRef(DEFAULT.sae, DEFAULT.feature, DEFAULT.pos)
 
 
-def test_an_unknown_target_kind_falls_back_to_a_feature() -> None:
+def test_an_unknown_target_kind_falls_back_to_the_landing_kind() -> None:
     view = parse({"kind": "neuron", "token": " thou"}, hosting.LOCAL)
-    assert view.kind == "feature" and view.token == " thou"
+    assert view.kind == DEFAULT.kind == "logit" and view.token == " thou"
     (problem,) = view.problems
     assert "kind='neuron'" in problem and "feature, logit, diff" in problem

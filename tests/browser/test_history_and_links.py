@@ -67,7 +67,7 @@ def _wait_for_target(page, target: tuple[str, str, str]) -> None:
 
 
 def test_back_and_forward_walk_three_bars_deep_and_back(page, server: str) -> None:
-    page.goto(server + "/")
+    page.goto(server + "/?kind=feature")
     helpers.wait_idle(page)
     helpers.bars(page, 1).first.wait_for(timeout=WAIT_MS)
     walk = [_target(page)]
@@ -93,7 +93,7 @@ def test_back_and_forward_walk_three_bars_deep_and_back(page, server: str) -> No
 
 
 def test_back_from_another_page_returns_to_it(page, server: str) -> None:
-    page.goto(server + "/")
+    page.goto(server + "/?kind=feature")
     helpers.wait_idle(page)
     helpers.bars(page, 1).first.wait_for(timeout=WAIT_MS)
     entries = page.evaluate("history.length")
@@ -150,7 +150,7 @@ def test_no_request_leaves_the_server(browser, server: str) -> None:
     try:
         page = context.new_page()
         page.on("console", lambda message: warnings.append(message.text) if message.type == "warning" else None)
-        page.goto(server + "/")
+        page.goto(server + "/?kind=feature")
         helpers.wait_idle(page)
         helpers.bars(page, 2).first.wait_for(timeout=WAIT_MS)
         page.get_by_test_id("stPageLink-NavLink").filter(has_text="Circuit graph").click()

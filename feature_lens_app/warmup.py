@@ -1,0 +1,63 @@
+"""The built-in model, loaded in the background on a fresh server while the landing page draws shipped results.
+
+Importing torch, TransformerLens and SAE-Lens and loading the model takes about ten seconds; the Explore page
+draws its worked example's shipped results (`shipped`) meanwhile, says so, and reruns with live results once the
+model and the landing view's SAEs are in the resource cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import threading
+
+import streamlit as st
+
+from feature_lens_app import resources
+from feature_lens_app.examples import DEFAULT_SAES
+from feature_lens_core import catalog
+
+_ready = threading.Event()
+_lock = threading.Lock()
+_started: list[threading.Thread] = []
+
+
+def _load() -> None:
+    try:
+        with contextlib.suppress(Exception):  # a failure is shown by the page that needs the model
+            resources.saes(catalog.BUILTIN_MODEL, DEFAULT_SAES)
+            resources.model(catalog.BUILTIN_MODEL)
+        # Streamlit runs a full garbage collection after every script run. With torch, transformers and
+        # TransformerLens imported, that walks over half a million long-lived objects: about 0.3 s of every click
+        # on a 2-core machine. Freezing what exists once they are loaded leaves it only the objects made since.
+        gc.freeze()
+    finally:
+        _ready.set()
+
+
+def model_loading(model: str) -> bool:
+    """Whether `model` is the built-in model and not loaded yet by `start` (which the end of a run calls)."""
+    return model == catalog.BUILTIN_MODEL and not _ready.is_set()
+
+
+def start() -> None:
+    """Start loading the built-in model in the background, once per process. Called at the end of a run: the
+    thread's imports hold the interpreter's lock for seconds, which would slow the drawing of the first page."""
+    with _lock:
+        if not _started:
+            _started.append(threading.Thread(target=_load, name="feature-lens-warm-up", daemon=True))
+            _started[0].start()
+
+
+@st.fragment(run_every=0.5)
+def rerun_when_loaded() -> None:
+    """Poll (every half second, without blocking the page) and rerun the page once the model has loaded."""
+    if _ready.is_set():
+        st.rerun()
+
+
+def wait_until_loaded(timeout: float | None = None) -> bool:
+    """Start loading the built-in model if need be and wait for it (at most `timeout` seconds); whether it loaded.
+    For callers that want live results only, such as tests of what a page computes."""
+    start()
+    return _ready.wait(timeout)
