@@ -28,10 +28,17 @@ def test_button_computes_the_panel_of_an_sae_without_shipped_ones(open_app, tmp_
     model = flc.load_model("toy")
     saes = {name: flc.load_sae("toy", name) for name in names}
     edges = CorpusEdges.empty(saes, list(names))
-    for prompt in flc.held_out_prompts(N_PROMPTS, PROMPT_TOKENS):
-        edges.add(flc.adjacency(model, saes, prompt))
+    prompts = flc.held_out_prompts(N_PROMPTS, PROMPT_TOKENS)
+    graphs = [flc.adjacency(model, saes, prompt) for prompt in prompts]
+    for graph in graphs:
+        edges.add(graph)
     top = edges.top(str(folder))
-    feature = int(top["occurrences"].argmax())  # its most frequent feature: it has causes in L0.mlp_out
+    # The page opens on the first prompt at a position where the feature is active (its on-prompt sections need
+    # that): of the folder's features active there, the most frequent one over the prompts.
+    nodes = graphs[0].nodes.iloc[: graphs[0].n_features]
+    here = nodes.loc[(nodes["sae"] == str(folder)) & (nodes["position"] > 0)]
+    row = here.iloc[int(top["occurrences"][here["feature"].to_numpy()].argmax())]
+    feature, position = int(row["feature"]), int(row["position"])
     expected = [
         f"L0.mlp_out #{int(f)} "
         for s, f in zip(top["upstream_sae"][feature], top["upstream_feature"][feature], strict=True)
@@ -39,7 +46,15 @@ def test_button_computes_the_panel_of_an_sae_without_shipped_ones(open_app, tmp_
     ]
     assert expected
 
-    at = open_app("feature", model="toy", sae=str(folder), saes=",".join(names), feature=str(feature))
+    at = open_app(
+        "feature",
+        model="toy",
+        sae=str(folder),
+        saes=",".join(names),
+        feature=str(feature),
+        prompt=prompts[0],
+        pos=str(position),
+    )
     assert not errors(at), errors(at)
     assert "ships none" in " ".join(c.value for c in at.caption)
     assert not [link for link in at.get("page_link") if "· mean" in link.proto.label]
