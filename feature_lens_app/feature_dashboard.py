@@ -6,6 +6,7 @@ not copied, by every session); each feature's dashboard is then a cheap lookup k
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
 
 import streamlit as st
@@ -14,7 +15,8 @@ from feature_lens_app import charts, hosting, interactions, resources, state, to
 from feature_lens_app.boundary import shown_errors
 from feature_lens_app.loading import progress_bar
 from feature_lens_app.markup import code, plain, visible_html
-from feature_lens_core import dashboard, feature_data
+from feature_lens_core import batch, corpus_edges, dashboard, feature_data
+from feature_lens_core.zoo.causal_panels import N_PROMPTS, PROMPT_TOKENS
 
 SOURCES = {"held-out": "The held-out plays (shipped with feature-lens)", "text": "A text I paste"}
 NARROW = {"before": 10, "after": 4}  # tokens around an example when the wide context is off
@@ -248,21 +250,73 @@ def causal_panel(model_name: str, sae_name: str, feature: int) -> feature_data.C
 
 
 CAUSAL_TITLES = {"upstream": "Causes across the corpus", "downstream": "Effects across the corpus"}
+PANEL_SOURCES = {"held-out": "The held-out plays", "text": "The text pasted above"}
+
+
+@st.cache_data(max_entries=hosting.limits().cache_entries, show_spinner=False)
+def computed_panels(model_name: str, sae_names: tuple[str, ...], prompts: tuple[str, ...]) -> corpus_edges.CausalPanels:
+    """The SAE set's causes and effects over `prompts` (the bounded text: the cache keys on its hash), computed
+    by the same function as the shipped panels, one progress step per prompt."""
+    model, saes = resources.model(model_name), resources.saes(model_name, sae_names)
+    with progress_bar(f"Summing the edges of {len(prompts)} prompts") as report:
+        return corpus_edges.causal_panels(model, saes, list(prompts), progress=report)
+
+
+def _panel_prompts(view: state.ViewState, source: str) -> tuple[tuple[str, ...], str]:
+    """The prompts the on-demand panels read (at most N_PROMPTS of PROMPT_TOKENS tokens) and their text's hash."""
+    if source == "held-out":
+        prompts = batch.held_out_prompts(N_PROMPTS, PROMPT_TOKENS)
+    else:
+        text = st.session_state.get("_dash_text", "")
+        prompts = corpus_edges.text_prompts(resources.model(view.model), text, n=N_PROMPTS, length=PROMPT_TOKENS)
+    return tuple(prompts), hashlib.sha256("\x00".join(prompts).encode()).hexdigest()
+
+
+def on_demand_panel(view: state.ViewState) -> tuple[feature_data.CausalPanel, str] | None:
+    """A button that computes the view's SAE set's causes and effects over a text the user picks, with the cost
+    said first; the feature's panel and where it comes from once computed (cached per model, SAE set, text)."""
+    names = view.saes if view.sae in view.saes else (*view.saes, view.sae)
+    has_text = bool(st.session_state.get("_dash_text", "").strip())
+    source = st.radio(
+        "Compute them over",
+        list(PANEL_SOURCES) if has_text else ["held-out"],
+        format_func=PANEL_SOURCES.__getitem__,
+        key="_panel_source",
+        horizontal=True,
+    )
+    prompts, text_hash = _panel_prompts(view, source)
+    key = (view.model, names, text_hash)
+    megabytes = corpus_edges.cost(resources.saes(view.model, names)) / 2**20
+    st.caption(
+        f"One whole-prompt attribution graph per prompt on {', '.join(map(code, names))}: {len(prompts)} prompts "
+        f"of up to {PROMPT_TOKENS} tokens, about 5 to 20 s each on the built-in model on a CPU, and "
+        f"{megabytes:,.0f} MB for the sums. Computed once per SAE set and text, then every feature is instant."
+    )
+    if st.button("Compute causes and effects over a text", icon=":material/hub:", key="_panel_compute"):
+        st.session_state["_panel_key"] = key
+    if st.session_state.get("_panel_key") != key:
+        return None
+    panels = computed_panels(view.model, names, prompts)
+    return panels.panel(view.sae, view.feature), PANEL_SOURCES[source].lower()
 
 
 def causal_panels(view: state.ViewState, panel: feature_data.CausalPanel | None) -> None:
-    """The feature's strongest causes and effects over the held-out text, each a link to its page."""
+    """The feature's strongest causes and effects over a corpus, each a link to its page: the shipped ones
+    (`panel`), or for an SAE that ships none, computed on demand."""
     st.subheader("Causes and effects across the corpus", anchor=False)
+    where = "held-out prompts"
     if panel is None:
-        st.caption(
-            f"Causes and effects across the corpus are shipped only for the built-in SAEs; {code(view.sae)} has none."
-        )
-        return
+        st.caption(f"{code(view.sae)} ships none: compute them here.")
+        computed = on_demand_panel(view)
+        if computed is None:
+            return
+        panel, source = computed
+        where = f"prompts of {source}"
     if not panel.occurrences:
-        st.caption(f"It is not active in the {panel.n_prompts} held-out prompts they are summed over.")
+        st.caption(f"It is not active in the {panel.n_prompts} {where} they are summed over.")
         return
     st.caption(
-        f"Direct edges of whole-prompt attribution graphs on {panel.n_prompts} held-out prompts, with "
+        f"Direct edges of whole-prompt attribution graphs on {panel.n_prompts} {where}, with "
         f"{', '.join(map(code, panel.saes))}, where it fires ({panel.occurrences} tokens). *Mean*: the edge, summed "
         "over positions, where it appears; *in*: the share of its tokens with that edge. Click one to open it."
     )

@@ -15,6 +15,10 @@ A feature's top causes are ranked by `|score[f, g]| / occurrences[f]` (its mean 
 missing edge counting as 0) and each is reported with its *mean score* where it appears (`score / count`) and
 its *frequency* (`count / occurrences`); its top effects the same way from the other side. Features are indexed
 globally: SAE i's feature j is `offsets[i] + j`.
+
+`causal_panels` is what both the zoo's shipped panels and the Feature page's on-demand ones are computed by:
+the aggregate, then each SAE's top `K` per feature. The sums are dense [g, g] matrices (16 bytes per pair of
+features), so a set is limited to `MAX_BYTES` of them (`cost` says how much a set needs before it runs).
 """
 
 from __future__ import annotations
@@ -28,12 +32,15 @@ from sae_lens import SAE
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from feature_lens_core import hooks, validation
+from feature_lens_core import feature_data, hooks, validation
 from feature_lens_core.attribution_graph import AttributionGraph, adjacency
 from feature_lens_core.errors import FeatureLensError
 
 Progress = Callable[[int, int], None]
 CHUNK = 2048  # rows (or columns) of a prompt's adjacency aggregated at once: bounds the memory to ~100 MB
+K = 8  # causes and effects kept per feature
+BYTES_PER_PAIR = 16  # score (float64) and the two counts (int32) of one pair of features
+MAX_BYTES = 2 * 2**30  # the sums of a set of 11,585 features: beyond, pick fewer or smaller SAEs
 
 
 @dataclass
@@ -53,6 +60,12 @@ class CorpusEdges:
     def empty(cls, saes: Mapping[str, SAE], order: Sequence[str]) -> CorpusEdges:
         d_sae = tuple(int(saes[name].cfg.d_sae) for name in order)
         g = sum(d_sae)
+        if BYTES_PER_PAIR * g * g > MAX_BYTES:
+            raise FeatureLensError(
+                f"The SAE set ({', '.join(order)}) has {g:,} features: summing its edges needs "
+                f"{BYTES_PER_PAIR * g * g / 2**30:.1f} GB (at most {MAX_BYTES / 2**30:.0f} GB). "
+                "Pick fewer or smaller SAEs."
+            )
         return cls(
             tuple(order),
             d_sae,
@@ -142,3 +155,60 @@ def corpus_edges(
         if progress is not None:
             progress(done, len(prompts))
     return edges
+
+
+@dataclass(frozen=True)
+class CausalPanels:
+    """Each SAE's top causes and effects per feature (`CorpusEdges.top`, a dict of tensors per SAE name) over
+    `n_prompts` prompts (`n_positions` tokens after BOS) on the SAE set `saes`."""
+
+    saes: tuple[str, ...]
+    n_prompts: int
+    n_positions: int
+    top: dict[str, dict[str, Tensor]]
+
+    def panel(self, name: str, feature: int) -> feature_data.CausalPanel:
+        """Feature `feature` of SAE `name`: its causes and effects, strongest first."""
+        if name not in self.top:
+            raise FeatureLensError(f"SAE '{name}' is not in these panels' SAE set ({', '.join(self.saes)}).")
+        return feature_data.panel_of(self.top[name], self.saes, self.n_prompts, feature)
+
+
+def causal_panels(
+    model: HookedTransformer,
+    saes: Mapping[str, SAE],
+    prompts: Sequence[str],
+    *,
+    k: int = K,
+    progress: Progress | None = None,
+) -> CausalPanels:
+    """Every feature's top-k causes and effects over `prompts` on the SAE set `saes` (`corpus_edges`, then
+    `CorpusEdges.top` for each SAE); `progress(done, total)` is called after each prompt."""
+    validation.count(k, "k")
+    edges = corpus_edges(model, saes, prompts, progress=progress)
+    top = {name: {key: value.contiguous() for key, value in edges.top(name, k=k).items()} for name in edges.saes}
+    return CausalPanels(edges.saes, edges.n_prompts, edges.n_positions, top)
+
+
+def cost(saes: Mapping[str, SAE]) -> int:
+    """Bytes the sums of the SAE set take (`BYTES_PER_PAIR` per pair of its features)."""
+    g = sum(int(sae.cfg.d_sae) for sae in saes.values())
+    return BYTES_PER_PAIR * g * g
+
+
+def text_prompts(model: HookedTransformer, text: str, *, n: int, length: int) -> list[str]:
+    """At most `n` prompts of `length` tokens cut one after another from `text` (the last may be shorter),
+    each decoded back to text (the adjacency tokenizes it again, with BOS)."""
+    validation.count(n, "n")
+    validation.count(length, "length")
+    tokenizer = model.tokenizer
+    if tokenizer is None:
+        raise FeatureLensError("This model has no tokenizer, so it cannot read a text. Load it with one.")
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"][: n * length]
+    prompts = [
+        str(tokenizer.decode(ids[s : s + length], skip_special_tokens=True)).strip() for s in range(0, len(ids), length)
+    ]
+    prompts = [p for p in prompts if p]
+    if not prompts:
+        raise FeatureLensError("The text has no tokens to read. Paste some text.")
+    return prompts

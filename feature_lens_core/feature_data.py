@@ -8,6 +8,7 @@ locally (logit effects) is computed; the rest is reported as unavailable.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -217,21 +218,27 @@ def causal_panel(sae: SAE, feature: int) -> CausalPanel | None:
     if shipped is None:
         return None
     data, names, n_prompts = shipped
+    return panel_of(data, names, n_prompts, feature)
+
+
+def panel_of(top: Mapping[str, Tensor], names: Sequence[str], n_prompts: int, feature: int) -> CausalPanel:
+    """One feature's panel from an SAE's top-k tensors (`CorpusEdges.top`: `upstream_sae` indexes `names`)."""
+    validation.index(feature, "Feature", len(top["occurrences"]), "this SAE")
 
     def side(name: str) -> list[CorpusEdge]:
         return [
-            CorpusEdge(names[s], f, score, frequency)
+            CorpusEdge(names[int(s)], int(f), float(score), float(frequency))
             for s, f, score, frequency in zip(
-                data[f"{name}_sae"][feature].tolist(),
-                data[f"{name}_feature"][feature].tolist(),
-                data[f"{name}_score"][feature].tolist(),
-                data[f"{name}_frequency"][feature].tolist(),
+                top[f"{name}_sae"][feature].tolist(),
+                top[f"{name}_feature"][feature].tolist(),
+                top[f"{name}_score"][feature].tolist(),
+                top[f"{name}_frequency"][feature].tolist(),
                 strict=True,
             )
             if s >= 0
         ]
 
-    return CausalPanel(int(data["occurrences"][feature]), n_prompts, names, side("upstream"), side("downstream"))
+    return CausalPanel(int(top["occurrences"][feature]), n_prompts, tuple(names), side("upstream"), side("downstream"))
 
 
 @functools.cache
