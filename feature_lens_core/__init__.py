@@ -67,6 +67,8 @@ def __getattr__(name: str) -> Any:
         try:
             value = importlib.import_module(f"{__name__}.{name}")
         except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise  # the submodule exists; something it imports is missing
             raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from exc
     globals()[name] = value
     return value

@@ -59,3 +59,15 @@ def test_the_architecture_page_names_every_module() -> None:
     modules += [p.relative_to(ROOT).as_posix() for p in sorted((ROOT / "feature_lens_app").glob("*.py"))]
     missing = [m for m in modules if m not in named and not m.endswith("__init__.py")]
     assert not missing, f"docs/architecture.md does not name: {missing}"
+
+
+def test_the_lazy_package_exports_exactly_its_public_names() -> None:
+    """`__all__`, the lazy table and the names themselves agree: each public name resolves to an object of the
+    module the table names, and `attribution_graph` stays the function once its submodule is imported."""
+    import feature_lens_core as flc
+    import feature_lens_core.attribution_graph  # the import that would shadow the function
+
+    assert sorted(flc.__all__) == sorted(flc._PUBLIC)
+    for name, module in flc._PUBLIC.items():
+        assert getattr(flc, name) is getattr(sys.modules[module], name), name
+    assert callable(flc.attribution_graph) and not isinstance(flc.attribution_graph, type(sys))
