@@ -41,7 +41,7 @@ def _open(page, url: str) -> None:
 def test_a_mangled_link_keeps_what_it_can(page, server: str) -> None:
     # Broken percent escapes, empty and nameless parameters, a repeated key (the last one counts), a number
     # written as a float and an unknown method.
-    query = f"feature=%ZZ&pos=&&=x&method=magic&feature=1e9&{urlencode({'prompt': EX.prompt})}"
+    query = f"feature=%ZZ&pos=&&=x&method=magic&feature=1e9&{urlencode({'prompt': EX.prompt, 'kind': 'feature'})}"
     _open(page, f"{server}/?{query}")
     errors = page.get_by_test_id("stAlertContentError").all_inner_texts()
     assert len(errors) == 1 and "Parts of this link could not be used" in errors[0], errors
@@ -53,7 +53,10 @@ def test_a_mangled_link_keeps_what_it_can(page, server: str) -> None:
 def test_markup_in_the_prompt_is_shown_as_text(page, server: str) -> None:
     acts = flc.activations(flc.load_model("toy"), flc.load_sae("toy", EX.sae), MARKUP)
     feature = int(acts[acts["position"] == 1]["feature"].iloc[0])  # position 1 is the token "<"
-    _open(page, f"{server}/?{urlencode({'prompt': MARKUP, 'sae': EX.sae, 'feature': feature, 'pos': 1})}")
+    _open(
+        page,
+        f"{server}/?{urlencode({'prompt': MARKUP, 'sae': EX.sae, 'feature': feature, 'pos': 1, 'kind': 'feature'})}",
+    )
     main = page.get_by_test_id("stMain")
     assert not page.dialogs
     assert main.locator("script, img, b, a[href^='javascript']").count() == 0
