@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from feature_lens_app import hosting
+from feature_lens_app import direction_links, hosting
 from feature_lens_app.examples import EXAMPLES
 from feature_lens_app.state import DEFAULT, ViewState, explored, parse, to_params
 from feature_lens_core import FeatureRef, LogitDiffRef, LogitRef, catalog
@@ -44,6 +44,7 @@ def test_round_trip_keeps_every_field() -> None:
         baseline="corrupt",
         direction="downstream",
         corrupt="a, b & d? <y> é 🙂",
+        recipes=direction_links.encode([direction_links.Recipe("direction:d#00ff00ff", "blocks.1.hook_resid_pre")]),
     )
     assert parse(to_params(view), hosting.LOCAL) == view
 

@@ -49,6 +49,8 @@ def _views() -> list[state.ViewState]:
             pos=ex.position,
             method=method,
             direction=direction,
+            kind="feature",
+            token="",
         )
         for ex, method, direction in itertools.product(EXAMPLES, state.METHODS, state.DIRECTIONS)
     ]
