@@ -33,7 +33,7 @@ def test_empty_prompt(open_app, prompt: str) -> None:
 
 def test_out_of_range_feature(open_app) -> None:
     # The Feature box stops at the SAE's last feature; a link can still ask for more.
-    at = open_app(feature="999999")
+    at = open_app(feature="999999", kind="feature")
     assert_healthy(at)
     (message,) = errors(at)
     assert "999999" in message and "out of range" in message and "0 to 1023" in message
@@ -55,7 +55,7 @@ def test_position_past_the_prompt(open_app) -> None:
 
 def test_sae_that_does_not_fit_the_model(open_app) -> None:
     wrong = "gpt2-small-res-jb/blocks.0.hook_resid_pre"
-    at = open_app(saes=f"{wrong},{EXAMPLES[0].sae}", sae=EXAMPLES[0].sae)
+    at = open_app(saes=f"{wrong},{EXAMPLES[0].sae}", sae=EXAMPLES[0].sae, kind="feature")
     assert_healthy(at)
     (message,) = errors(at)
     assert "belongs to model 'gpt2-small'" in message
@@ -126,7 +126,7 @@ def _active(sae: str, position: int, inactive: bool = False) -> int:
 
 def test_target_not_active_names_features_that_are(open_app) -> None:
     feature = _active(EXAMPLES[0].sae, EXAMPLES[0].position, inactive=True)
-    at = open_app(feature=str(feature))
+    at = open_app(feature=str(feature), kind="feature")
     assert_healthy(at)
     (message,) = errors(at)
     assert "not active" in message and "Active there" in message
@@ -136,7 +136,7 @@ def test_target_not_active_names_features_that_are(open_app) -> None:
 
 def test_nothing_upstream_of_the_first_layer_is_information_not_an_error(open_app) -> None:
     feature = _active("L0.attn_z", EXAMPLES[0].position)
-    at = open_app(sae="L0.attn_z", feature=str(feature))
+    at = open_app(sae="L0.attn_z", feature=str(feature), kind="feature")
     assert_healthy(at)
     assert not errors(at), errors(at)
     assert any("Nothing to rank upstream" in i.value for i in at.info)

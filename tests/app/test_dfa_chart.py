@@ -32,7 +32,7 @@ def test_dfa_heatmap_keeps_token_order_and_centres_colours() -> None:
 def test_explore_shows_the_dfa_heatmap_for_an_attention_target(open_app) -> None:
     """An attention SAE target gets the heatmap section; its data are the core's DFA terms."""
     prompt = "To be, or not to be, that is the question"
-    at = open_app(prompt=prompt, sae="L2.attn_z", feature="184", pos="10", method="direct")
+    at = open_app(prompt=prompt, sae="L2.attn_z", feature="184", pos="10", method="direct", kind="feature")
     assert not at.exception and not at.error
     assert "Which heads and tokens feed it" in [s.value for s in at.subheader]
     assert any("direct feature attribution" in c.value for c in at.caption)

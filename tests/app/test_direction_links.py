@@ -82,7 +82,7 @@ def test_a_direction_from_a_file_the_server_lost_says_which_file_to_upload_again
         BUILTIN_MODEL, "blocks.1.hook_resid_pre", np.load(io.BytesIO(buffer.getvalue())), "up"
     )
     recipe = Recipe(name, "blocks.1.hook_resid_pre")
-    link = {"saes": f"L1.resid_pre,{name}", "sae": name, "feature": "0", "pos": "3"}
+    link = {"saes": f"L1.resid_pre,{name}", "sae": name, "feature": "0", "pos": "3", "kind": "feature"}
     link["recipes"] = direction_links.encode([recipe])
 
     same_server = open_app(None, **link)  # another visitor, same server: it is still here

@@ -96,7 +96,7 @@ def test_use_the_built_in_model_keeps_the_prompt(open_app) -> None:
 
 
 def test_each_error_is_said_once(open_app) -> None:
-    at = open_app(feature="999999")
+    at = open_app(feature="999999", kind="feature")
     assert_healthy(at)
     (message,) = errors(at)
     assert "999999" in message
