@@ -12,9 +12,11 @@ pytestmark = [pytest.mark.app, pytest.mark.slow]
 
 
 def _close(stored, live) -> None:
-    """Equal structures, floats to 1e-6 relative (the JSON keeps 15 digits; BLAS may differ in the last ones)."""
+    """Equal structures, floats to float32's precision (1e-5 relative, 1e-5 absolute for scores that nearly cancel,
+    against largest scores of about 1): the scores are float32 sums whose order, and so their last bits, depend on
+    the number of threads."""
     if isinstance(stored, float) or isinstance(live, float):
-        assert stored == pytest.approx(live, rel=1e-6, abs=1e-9)
+        assert stored == pytest.approx(live, rel=1e-5, abs=1e-5)
     elif isinstance(stored, dict):
         assert stored.keys() == live.keys()
         for key in stored:
