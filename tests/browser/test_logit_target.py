@@ -34,7 +34,7 @@ def _title(page) -> str:
 
 
 def test_switching_to_a_logit_and_back(page, server: str) -> None:
-    page.goto(f"{server}/?kind=feature&pos={POSITION}")
+    page.goto(f"{server}/?kind=feature&token=&pos={POSITION}")  # no token yet: the switch picks the top one
     helpers.wait_idle(page)
     helpers.bars(page, 1).first.wait_for(timeout=WAIT_MS)
 
