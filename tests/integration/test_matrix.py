@@ -283,11 +283,12 @@ def test_cli(case: Case, sae_folders: dict[str, str], run_cli) -> None:
 
 
 def _params(case: Case, view: dict) -> dict[str, str]:
+    """The case's link: its target is a feature (the landing view explains a logit instead)."""
     if case.url is not None:
-        return {"prompt": view["prompt"], **case.url}
+        return {"kind": "feature", "prompt": view["prompt"], **case.url}
     params = {key: str(value) for key, value in view.items()}
     params["saes"] = ",".join(view["saes"])
-    return params
+    return {"kind": "feature", **params}
 
 
 def _repair(at, fix: dict) -> None:
