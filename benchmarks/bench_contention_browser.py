@@ -68,7 +68,7 @@ def measure(clicks: int) -> dict:
     with sync_playwright() as playwright, streamlit_server(hosted=True) as server:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         a, b = (browser.new_context(viewport={"width": 1400, "height": 1400}).new_page() for _ in range(2))
-        b.goto(server.url + "/")
+        b.goto(server.url + "/?kind=feature")  # the feature example: two charts to click
         bars(b, 1).first.wait_for(timeout=WAIT_MS)
         wait_idle(b)
         alone = _clicks(b, clicks, 0)
