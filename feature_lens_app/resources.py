@@ -182,7 +182,7 @@ def model_options() -> list[str]:
     itself: the directory is parsed once per process, and the cache's contents are re-read each minute."""
     allowed = hosting.limits().hub_models
     hub = [m for m in catalog.hub_models() if allowed is None or m in allowed]
-    if flc.loading.offline_mode():
+    if catalog.offline_mode():
         hub = [m for m in hub if m in cached_models()]
     return [catalog.BUILTIN_MODEL, *hub]
 

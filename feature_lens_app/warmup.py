@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import sys
 import threading
+import time
 
 import streamlit as st
 
@@ -17,12 +19,18 @@ from feature_lens_app import resources
 from feature_lens_app.examples import DEFAULT_SAES
 from feature_lens_core import catalog
 
+FIRST_DRAW_S = 1.5  # what a browser takes to fetch the chart library and draw the first chart, on a quiet machine
 _ready = threading.Event()
 _lock = threading.Lock()
 _started: list[threading.Thread] = []
 
 
 def _load() -> None:
+    if "torch" not in sys.modules:
+        # The loading's imports hold the interpreter's lock for most of ten seconds, and this server answers the
+        # browser's requests in Python: the chart library it fetches just after the first run would come slowly
+        # and the first chart would wait for it (`benchmarks/bench_app.py`). Give the browser that time first.
+        time.sleep(FIRST_DRAW_S)
     try:
         with contextlib.suppress(Exception):  # a failure is shown by the page that needs the model
             resources.saes(catalog.BUILTIN_MODEL, DEFAULT_SAES)

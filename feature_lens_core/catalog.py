@@ -5,16 +5,20 @@ the hub's models and SAEs are in the local Hugging Face cache (so they load offl
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from feature_lens_core.errors import FeatureLensError
 from feature_lens_core.zoo.paths import SAES_DIR
 
 BUILTIN_MODEL = "toy"
 BUILTIN_MODEL_TITLE = "shakespeare-3l (built-in)"
+OFFLINE_FLAGS = ("HF_HUB_OFFLINE", "FEATURE_LENS_OFFLINE")  # set to anything but 0/false/no: do not try the hub
 
 
 @dataclass(frozen=True)
@@ -42,12 +46,22 @@ def builtin_sae_names() -> list[str]:
     return sorted(names, key=lambda n: (int(n.split(".")[0][1:]), order.get(n.split(".")[1], 9)))
 
 
+def offline_mode() -> bool:
+    """Whether HF_HUB_OFFLINE or FEATURE_LENS_OFFLINE says not to ask the hub (only the local cache is used)."""
+    return any(os.environ.get(flag, "0").strip().lower() not in ("", "0", "false", "no") for flag in OFFLINE_FLAGS)
+
+
 @functools.cache
 def _directory_text() -> str:
-    """SAE-Lens's directory of pretrained releases, the YAML file shipped in its wheel (so readable offline)."""
-    from importlib.resources import files
+    """SAE-Lens's directory of pretrained releases, the YAML file shipped in its wheel (so readable offline).
 
-    return files("sae_lens").joinpath("pretrained_saes.yaml").read_text()
+    Found without importing SAE-Lens (`importlib.resources.files` would import it, and with it torch and
+    transformers: ten seconds before a fresh server's sidebar could list the hub models)."""
+    spec = importlib.util.find_spec("sae_lens")
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    if not folders:
+        raise FeatureLensError("SAE-Lens is not installed: `pip install -r requirements.txt` installs it.")
+    return (Path(folders[0]) / "pretrained_saes.yaml").read_text(encoding="utf-8")
 
 
 def _parse(text: str) -> dict[str, dict]:
@@ -223,7 +237,9 @@ def cached_models() -> dict[str, int]:
     A model counts as cached when its config, safetensors weights (every shard) and tokenizer are there.
     Sorted by name, as `hub_models()`.
     """
-    cached = {}
+    cached: dict[str, int] = {}
+    if not any(hub_cache_dir().glob("models--*")):
+        return cached  # an empty cache (a fresh host): no need to import TransformerLens for its model names
     for name in hub_models():
         repo = model_repo(name)
         if repo is not None and not missing_from_cache(repo, MODEL_FILES):

@@ -36,7 +36,6 @@ HUB_TIMEOUT_S = 3.0
 # waits out one timeout, not one per name.
 HUB_RETRY_S = 30.0
 SAE_FILES = ("cfg.json", "sae_weights.safetensors")
-OFFLINE_FLAGS = ("HF_HUB_OFFLINE", "FEATURE_LENS_OFFLINE")  # set to anything but 0/false/no: do not try the hub
 DEVICE_ENV = "FEATURE_LENS_DEVICE"  # overrides the default device (CUDA, else MPS, else CPU)
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 # SAE-Lens loaders that read pickled files (torch.load). feature-lens never unpickles, so it refuses these releases.
@@ -50,15 +49,10 @@ _hub_down_until = 0.0
 _offline_lock = threading.Lock()
 
 
-def offline_mode() -> bool:
-    """Whether HF_HUB_OFFLINE or FEATURE_LENS_OFFLINE says not to ask the hub (only the local cache is used)."""
-    return any(os.environ.get(flag, "0").strip().lower() not in ("", "0", "false", "no") for flag in OFFLINE_FLAGS)
-
-
 def hub_reachable(timeout: float = HUB_TIMEOUT_S) -> bool:
     """Whether the Hugging Face hub answers within `timeout` seconds (and offline mode is off)."""
     global _hub_down_until
-    if offline_mode():
+    if catalog.offline_mode():
         return False
     if time.monotonic() < _hub_down_until:
         return False
