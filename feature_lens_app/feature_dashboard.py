@@ -153,8 +153,13 @@ def label_evidence(found: dashboard.FeatureDashboard) -> None:
     with st.expander(f"Why this label: {evidence.text}", expanded=False):
         st.caption(
             f"Read off all {evidence.n_active:,} tokens it fires on here: each token's share of its summed activation, "
-            "and the token the model most often read just before it (with its share of that token's activation). "
-            + (f"The shipped label, from its 10 top examples: **{plain(found.label)}**." if found.label else "")
+            "and the token the model most often read just before it (with its share of that token's activation); "
+            "after the arrow, the output token it promotes where that stands out of its logit effects. "
+            + (
+                f"The shipped label, read the same way off the held-out plays: **{plain(found.label)}**."
+                if found.label and not found.label.startswith("#") and found.label != evidence.text
+                else ""
+            )
         )
         st.table(
             [
