@@ -153,8 +153,13 @@ def label_evidence(found: dashboard.FeatureDashboard) -> None:
     with st.expander(f"Why this label: {evidence.text}", expanded=False):
         st.caption(
             f"Read off all {evidence.n_active:,} tokens it fires on here: each token's share of its summed activation, "
-            "and the token the model most often read just before it (with its share of that token's activation). "
-            + (f"The shipped label, from its 10 top examples: **{plain(found.label)}**." if found.label else "")
+            "and the token the model most often read just before it (with its share of that token's activation); "
+            "after the arrow, the output token it promotes where that stands out of its logit effects. "
+            + (
+                f"The shipped label, read the same way off the held-out plays: **{plain(found.label)}**."
+                if found.label and not found.label.startswith("#") and found.label != evidence.text
+                else ""
+            )
         )
         st.table(
             [
@@ -286,11 +291,11 @@ def on_demand_panel(view: state.ViewState) -> tuple[feature_data.CausalPanel, st
     )
     prompts, text_hash = _panel_prompts(view, source)
     key = (view.model, names, text_hash)
-    megabytes = corpus_edges.cost(resources.saes(view.model, names)) / 2**20
     st.caption(
         f"One whole-prompt attribution graph per prompt on {', '.join(map(code, names))}: {len(prompts)} prompts "
-        f"of up to {PROMPT_TOKENS} tokens, about 5 to 20 s each on the built-in model on a CPU, and "
-        f"{megabytes:,.0f} MB for the sums. Computed once per SAE set and text, then every feature is instant."
+        f"of up to {PROMPT_TOKENS} tokens, about 5 to 20 s each on the built-in model on a CPU; the sums keep only "
+        f"the pairs of features that meet (at most {corpus_edges.MAX_EDGE_BYTES / 2**20:,.0f} MB). Computed once "
+        "per SAE set and text, then every feature is instant."
     )
     if st.button("Compute causes and effects over a text", icon=":material/hub:", key="_panel_compute"):
         st.session_state["_panel_key"] = key

@@ -36,7 +36,8 @@ from feature_lens_core.targets import FeatureRef
 CLUSTERERS = ("kmeans", "agglomerative")
 SIDES: tuple[Direction, ...] = DIRECTIONS
 MAP_COLUMNS = ["sae", "feature", "label", "cluster", "x", "y", "occurrences"]
-QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
+# A quoted token, as a built-in label quotes it (Python's repr: single quotes, double where the token holds a `'`).
+QUOTED = re.compile(r"'((?:[^'\\]|\\.)*)'" r'|"((?:[^"\\]|\\.)*)"')
 
 
 @dataclass(frozen=True)
@@ -149,8 +150,10 @@ def cluster_features(
 
 
 def label_tokens(label: str) -> frozenset[str]:
-    """The quoted tokens of a built-in label (`" this"`, `"ran"/"o" → "ak"`), stripped and lower-cased."""
-    return frozenset(t.strip().lower() for t in QUOTED.findall(label) if t.strip())
+    """The quoted tokens of a built-in label (`' this' (40%)`, `'ran' after 'o' (9%) → "'s"`), stripped and
+    lower-cased."""
+    tokens = (single or double for single, double in QUOTED.findall(label))
+    return frozenset(t.strip().lower() for t in tokens if t.strip())
 
 
 def overlaps(labels: Sequence[str]) -> np.ndarray:

@@ -17,14 +17,17 @@ its *frequency* (`count / occurrences`); its top effects the same way from the o
 globally: SAE i's feature j is `offsets[i] + j`.
 
 `causal_panels` is what both the zoo's shipped panels and the Feature page's on-demand ones are computed by:
-the aggregate, then each SAE's top `K` per feature. The sums are dense [g, g] matrices (16 bytes per pair of
-features), so a set is limited to `MAX_BYTES` of them (`cost` says how much a set needs before it runs).
+the aggregate, then each SAE's top `K` per feature. The sums are kept sparse, only for the pairs of features that
+meet on some prompt (an upstream pair: 20 bytes, its key, score and count; a downstream pair: 12 bytes), so their
+memory grows with the edges seen, not with the square of the set's features; at most `MAX_EDGE_BYTES` of them.
+Each prompt's edges are added one by one in the order the earlier dense sums added them, so the sums (float64)
+are the same to the last bit.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from jaxtyping import Float, Int
@@ -37,48 +40,83 @@ from feature_lens_core.attribution_graph import AttributionGraph, adjacency
 from feature_lens_core.errors import FeatureLensError
 
 Progress = Callable[[int, int], None]
-CHUNK = 2048  # rows (or columns) of a prompt's adjacency aggregated at once: bounds the memory to ~100 MB
 K = 8  # causes and effects kept per feature
-BYTES_PER_PAIR = 16  # score (float64) and the two counts (int32) of one pair of features
-MAX_BYTES = 2 * 2**30  # the sums of a set of 11,585 features: beyond, pick fewer or smaller SAEs
+BYTES_PER_UPSTREAM = 20  # an upstream pair: its key (int64), summed score (float64) and count (int32)
+BYTES_PER_DOWNSTREAM = 12  # a downstream pair: its key and count
+MAX_EDGE_BYTES = 2 * 2**30  # about 100 million pairs of features met: beyond, use fewer prompts or SAEs
 
 
 @dataclass
 class CorpusEdges:
-    """Feature-to-feature edges of the SAE set `saes` (forward order) summed over `n_prompts` prompts."""
+    """Feature-to-feature edges of the SAE set `saes` (forward order) summed over `n_prompts` prompts.
+
+    The sums are sparse: `up_keys` (sorted) are the pairs (f, g) with an edge from g into an occurrence of f, as
+    `f * n_features + g`, with their `up_score` and `up_count`; `down_keys` the pairs (g, f) with an edge from an
+    occurrence of g into f, with their `down_count`. `score`, `upstream_count` and `downstream_count` are the same
+    sums as dense [g, g] matrices, for a small set only.
+    """
 
     saes: tuple[str, ...]
     d_sae: tuple[int, ...]
-    score: Float[Tensor, "g g"]
-    upstream_count: Int[Tensor, "g g"]
-    downstream_count: Int[Tensor, "g g"]
     occurrences: Int[Tensor, " g"]
+    up_keys: Int[Tensor, " e"]
+    up_score: Float[Tensor, " e"]
+    up_count: Int[Tensor, " e"]
+    down_keys: Int[Tensor, " d"]
+    down_count: Int[Tensor, " d"]
     n_prompts: int = 0
     n_positions: int = 0
+    _views: dict[str, Tensor] = field(default_factory=dict, repr=False, compare=False)  # dense views, until `add`
 
     @classmethod
     def empty(cls, saes: Mapping[str, SAE], order: Sequence[str]) -> CorpusEdges:
         d_sae = tuple(int(saes[name].cfg.d_sae) for name in order)
-        g = sum(d_sae)
-        if BYTES_PER_PAIR * g * g > MAX_BYTES:
-            raise FeatureLensError(
-                f"The SAE set ({', '.join(order)}) has {g:,} features: summing its edges needs "
-                f"{BYTES_PER_PAIR * g * g / 2**30:.1f} GB (at most {MAX_BYTES / 2**30:.0f} GB). "
-                "Pick fewer or smaller SAEs."
-            )
+        keys, counts = torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int32)
         return cls(
             tuple(order),
             d_sae,
-            torch.zeros(g, g, dtype=torch.float64),
-            torch.zeros(g, g, dtype=torch.int32),
-            torch.zeros(g, g, dtype=torch.int32),
-            torch.zeros(g, dtype=torch.int32),
+            torch.zeros(sum(d_sae), dtype=torch.int32),
+            keys,
+            torch.zeros(0, dtype=torch.float64),
+            counts,
+            keys,
+            counts,
         )
+
+    @property
+    def n_features(self) -> int:
+        return len(self.occurrences)
 
     @property
     def offsets(self) -> list[int]:
         """Where each SAE's features start in the global index."""
         return [sum(self.d_sae[:i]) for i in range(len(self.d_sae))]
+
+    @property
+    def nbytes(self) -> int:
+        """The memory the sparse sums take."""
+        return BYTES_PER_UPSTREAM * len(self.up_keys) + BYTES_PER_DOWNSTREAM * len(self.down_keys)
+
+    def _dense(self, name: str, keys: Tensor, values: Tensor) -> Tensor:
+        if name not in self._views:
+            g = self.n_features
+            self._views[name] = torch.zeros(g * g, dtype=values.dtype).index_put_((keys,), values).reshape(g, g)
+        return self._views[name]
+
+    @property
+    def score(self) -> Float[Tensor, "g g"]:
+        """`score[f, g]`, dense (g * g float64: a small set only)."""
+        return self._dense("score", self.up_keys, self.up_score)
+
+    @property
+    def upstream_count(self) -> Int[Tensor, "g g"]:
+        """`upstream_count[f, g]`, dense."""
+        return self._dense("upstream_count", self.up_keys, self.up_count)
+
+    @property
+    def downstream_count(self) -> Int[Tensor, "g g"]:
+        """`downstream_count[g, f]`, dense."""
+        return self._dense("downstream_count", self.down_keys, self.down_count)
 
     def add(self, graph: AttributionGraph) -> None:
         """Add one prompt's feature-to-feature edges (its graph must be built on exactly this SAE set)."""
@@ -94,17 +132,34 @@ class CorpusEdges:
         gid = torch.tensor([start[s] for s in nodes["sae"]]) + torch.tensor(nodes["feature"].to_numpy())
         gid = gid[keep]
         edges = graph.adjacency[: graph.n_features, : graph.n_features][keep][:, keep]
-        g = len(self.occurrences)
-        for begin in range(0, len(gid), CHUNK):
-            rows = slice(begin, begin + CHUNK)
-            into = torch.zeros(len(gid[rows]), g, dtype=torch.float64).index_add_(1, gid, edges[rows])
-            self.score.index_add_(0, gid[rows], into)
-            self.upstream_count.index_add_(0, gid[rows], (into != 0).int())
-            out_of = torch.zeros(g, len(gid[rows]), dtype=torch.float64).index_add_(0, gid, edges[:, rows])
-            self.downstream_count.index_add_(0, gid[rows], (out_of != 0).T.int())
+        g = self.n_features
+        # Rows are target nodes, columns source nodes; in row-major order, as the dense sums read them.
+        target, source = edges.nonzero(as_tuple=True)
+        value = edges[target, source].double()
+        # Upstream: per (target node r, source feature) the sum of its edges, then added into (gid[r], feature)
+        # node by node, r ascending.
+        node_keys, node_sum = _summed(target * g + gid[source], value)
+        node, feature = node_keys // g, node_keys % g
+        self.up_keys, (self.up_score, self.up_count) = _merged(
+            self.up_keys, (self.up_score, self.up_count), gid[node] * g + feature, (node_sum, (node_sum != 0).int())
+        )
+        # Downstream: per (source node r, target feature) the sum of its edges into that feature's occurrences.
+        order = torch.argsort(source, stable=True)  # the dense sums read columns: source node first, then target
+        node_keys, node_sum = _summed(source[order] * g + gid[target[order]], value[order])
+        node, feature = node_keys // g, node_keys % g
+        self.down_keys, (self.down_count,) = _merged(
+            self.down_keys, (self.down_count,), gid[node] * g + feature, ((node_sum != 0).int(),)
+        )
         self.occurrences.index_add_(0, gid, torch.ones_like(gid, dtype=torch.int32))
+        self._views.clear()
         self.n_prompts += 1
         self.n_positions += graph.n_tokens - 1
+        if self.nbytes > MAX_EDGE_BYTES:
+            raise FeatureLensError(
+                f"The edges of the SAE set ({', '.join(self.saes)}) over {self.n_prompts} prompts met "
+                f"{len(self.up_keys):,} pairs of features: their sums take {self.nbytes / 2**20:,.0f} MB "
+                f"(at most {MAX_EDGE_BYTES / 2**20:,.0f} MB). Use fewer or shorter prompts, or fewer SAEs."
+            )
 
     def top(self, name: str, *, k: int = 8) -> dict[str, Tensor]:
         """SAE `name`'s top-k causes (`upstream_*`) and effects (`downstream_*`) per feature, as [d_sae, k]
@@ -114,26 +169,62 @@ class CorpusEdges:
         if name not in self.saes:
             raise FeatureLensError(f"SAE '{name}' is not in this corpus's SAE set ({', '.join(self.saes)}).")
         i = self.saes.index(name)
-        here = slice(self.offsets[i], self.offsets[i] + self.d_sae[i])
-        occurrences = self.occurrences[here]
+        first, d = self.offsets[i], self.d_sae[i]
+        g = self.n_features
+        occurrences = self.occurrences[first : first + d]
         out: dict[str, Tensor] = {"occurrences": occurrences}
-        for side, score, count in (
-            ("upstream", self.score[here], self.upstream_count[here]),
-            ("downstream", self.score[:, here].T, self.downstream_count[here]),
+        # The downstream pair (g, f) has the score of the upstream pair (f, g), which exists wherever it does.
+        down_row, down_other = self.down_keys // g, self.down_keys % g
+        down_score = self.up_score[torch.searchsorted(self.up_keys, down_other * g + down_row)]
+        width = min(k, g)  # as many as there are features, at most
+        for side, row, other, score, count in (
+            ("upstream", self.up_keys // g, self.up_keys % g, self.up_score, self.up_count),
+            ("downstream", down_row, down_other, down_score, self.down_count),
         ):
-            ranked = torch.where(count > 0, score.abs(), -1.0)
-            value, index = ranked.topk(min(k, ranked.shape[1]), dim=1)
-            found = value >= 0
-            chosen_count = count.gather(1, index).double()
-            mean = torch.where(found, score.gather(1, index) / chosen_count.clamp(min=1), 0.0)
-            frequency = torch.where(found, chosen_count / occurrences[:, None].clamp(min=1), 0.0)
-            sae_index = torch.bucketize(index, torch.tensor(self.offsets[1:]), right=True)
-            feature = index - torch.tensor(self.offsets)[sae_index]
-            out[f"{side}_sae"] = torch.where(found, sae_index, -1).to(torch.int32)
-            out[f"{side}_feature"] = torch.where(found, feature, -1).to(torch.int32)
-            out[f"{side}_score"] = mean.float()
-            out[f"{side}_frequency"] = frequency.float()
+            here = (row >= first) & (row < first + d) & (count > 0)
+            row, other, score, count = row[here] - first, other[here], score[here], count[here]
+            # Strongest first within each row: a stable sort by strength, then by row.
+            order = torch.argsort(-score.abs(), stable=True)
+            order = order[torch.argsort(row[order], stable=True)]
+            row, other, score, count = row[order], other[order], score[order], count[order]
+            rank = torch.arange(len(row)) - torch.searchsorted(row, row)  # place within its row
+            kept = rank < width
+            row, rank, other, score, count = row[kept], rank[kept], other[kept], score[kept], count[kept].double()
+            sae_index = torch.bucketize(other, torch.tensor(self.offsets[1:], dtype=torch.int64), right=True)
+            fields = {
+                "sae": (torch.full((d, width), -1, dtype=torch.int32), sae_index.int()),
+                "feature": (
+                    torch.full((d, width), -1, dtype=torch.int32),
+                    (other - torch.tensor(self.offsets)[sae_index]).int(),
+                ),
+                "score": (torch.zeros(d, width, dtype=torch.float32), (score / count).float()),
+                "frequency": (
+                    torch.zeros(d, width, dtype=torch.float32),
+                    (count / occurrences[row].clamp(min=1).double()).float(),
+                ),
+            }
+            for key, (table, values) in fields.items():
+                table[row, rank] = values
+                out[f"{side}_{key}"] = table
         return out
+
+
+def _summed(keys: Int[Tensor, " n"], values: Float[Tensor, " n"]) -> tuple[Int[Tensor, " u"], Float[Tensor, " u"]]:
+    """The distinct keys (sorted) and each one's values summed, in the order they come."""
+    unique, inverse = torch.unique(keys, return_inverse=True)
+    return unique, torch.zeros(len(unique), dtype=values.dtype).index_add_(0, inverse, values)
+
+
+def _merged(
+    keys: Int[Tensor, " e"], sums: tuple[Tensor, ...], new_keys: Int[Tensor, " n"], new_values: tuple[Tensor, ...]
+) -> tuple[Int[Tensor, " u"], tuple[Tensor, ...]]:
+    """Running sums `sums` at sorted `keys` with `new_values` at `new_keys` added one by one, in order."""
+    unique, inverse = torch.unique(torch.cat([keys, new_keys]), return_inverse=True)
+    merged = tuple(
+        torch.zeros(len(unique), dtype=old.dtype).index_add_(0, inverse, torch.cat([old, new.to(old.dtype)]))
+        for old, new in zip(sums, new_values, strict=True)
+    )
+    return unique, merged
 
 
 def corpus_edges(
@@ -188,12 +279,6 @@ def causal_panels(
     edges = corpus_edges(model, saes, prompts, progress=progress)
     top = {name: {key: value.contiguous() for key, value in edges.top(name, k=k).items()} for name in edges.saes}
     return CausalPanels(edges.saes, edges.n_prompts, edges.n_positions, top)
-
-
-def cost(saes: Mapping[str, SAE]) -> int:
-    """Bytes the sums of the SAE set take (`BYTES_PER_PAIR` per pair of its features)."""
-    g = sum(int(sae.cfg.d_sae) for sae in saes.values())
-    return BYTES_PER_PAIR * g * g
 
 
 def text_prompts(model: HookedTransformer, text: str, *, n: int, length: int) -> list[str]:

@@ -1,13 +1,15 @@
 """Rebuild the built-in model zoo from scratch: `python -m feature_lens_core.zoo.build`.
 
 Stages, each deterministic from `--seed`:
-  tokenizer -> model -> saes -> dashboards -> quality -> causes
-Each stage writes into `feature_lens_core/zoo/toy/`; `--stages` re-runs a subset.
+  tokenizer -> model -> saes -> dashboards -> labels -> quality -> causes
+Each stage writes into `feature_lens_core/zoo/toy/`; `--stages` re-runs a subset. The corpus is read (and
+downloaded) only by the stages that need it: `labels` and `causes` read the shipped model, SAEs and held-out tokens.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 from pathlib import Path
@@ -17,11 +19,11 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from feature_lens_core.zoo import paths
-from feature_lens_core.zoo.corpus import load_corpus
+from feature_lens_core.zoo.corpus import Corpus, load_corpus
 from feature_lens_core.zoo.model import MODEL_CONFIG, build_model, load_model_folder, save_model, train_model
 from feature_lens_core.zoo.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
 
-STAGES = ("tokenizer", "model", "saes", "dashboards", "quality", "causes")
+STAGES = ("tokenizer", "model", "saes", "dashboards", "labels", "quality", "causes")
 VOCAB_SIZE = 4096
 BUILD_DEVICE = "cpu"  # the zoo is trained and measured on the CPU, where every stage is deterministic from --seed
 
@@ -45,15 +47,25 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     timings: dict[str, float] = {}
 
-    corpus = load_corpus(args.cache)
+    @functools.cache
+    def corpus() -> Corpus:
+        return load_corpus(args.cache)
+
     if "tokenizer" in stages:
         start = time.perf_counter()
-        save_tokenizer(train_tokenizer([t for _, t in corpus.train], VOCAB_SIZE), paths.TOKENIZER_DIR)
+        save_tokenizer(train_tokenizer([t for _, t in corpus().train], VOCAB_SIZE), paths.TOKENIZER_DIR)
         timings["tokenizer"] = time.perf_counter() - start
     tokenizer = load_tokenizer(paths.TOKENIZER_DIR)
-    train_stream = encode_stream(corpus.train, tokenizer)
-    held_out_stream = encode_stream(corpus.held_out, tokenizer)
-    save_file({"tokens": held_out_stream.to(torch.int32)}, str(paths.HELD_OUT_TOKENS))
+
+    @functools.cache
+    def streams() -> tuple[torch.Tensor, torch.Tensor]:
+        """The training and held-out plays as token streams; the held-out one is saved (dashboards point into it)."""
+        held_out = encode_stream(corpus().held_out, tokenizer)
+        save_file({"tokens": held_out.to(torch.int32)}, str(paths.HELD_OUT_TOKENS))
+        return encode_stream(corpus().train, tokenizer), held_out
+
+    if "tokenizer" in stages:
+        streams()  # a new tokenizer's held-out tokens are saved even when no stage after it reads them
 
     if "model" in stages:
         start = time.perf_counter()
@@ -66,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
             if step % 50 == 0:
                 bar.set_postfix(loss=f"{loss:.3f}")
 
-        train_model(model, train_stream, args.model_steps, batch=32, lr=3e-3, seed=args.seed, on_step=on_step)
+        train_model(model, streams()[0], args.model_steps, batch=32, lr=3e-3, seed=args.seed, on_step=on_step)
         bar.close()
         save_model(model, paths.MODEL_DIR)
         timings["model"] = time.perf_counter() - start
@@ -76,20 +88,26 @@ def main(argv: list[str] | None = None) -> None:
         from feature_lens_core.zoo.train_saes import train_all_saes
 
         start = time.perf_counter()
-        train_all_saes(model, train_stream, paths.SAES_DIR, seed=args.seed)
+        train_all_saes(model, streams()[0], paths.SAES_DIR, seed=args.seed)
         timings["saes"] = time.perf_counter() - start
     if "dashboards" in stages:
         from feature_lens_core.zoo.feature_data import build_all_feature_data
 
         start = time.perf_counter()
-        build_all_feature_data(model, held_out_stream, paths.SAES_DIR)
+        build_all_feature_data(model, streams()[1], paths.SAES_DIR)
         timings["dashboards"] = time.perf_counter() - start
+    if "labels" in stages:
+        from feature_lens_core.zoo.labels import build_labels
+
+        start = time.perf_counter()
+        build_labels(model, paths.SAES_DIR)
+        timings["labels"] = time.perf_counter() - start
     if "quality" in stages:
         from feature_lens_core.zoo.quality import measure_quality
 
         start = time.perf_counter()
-        report = measure_quality(model, held_out_stream, paths.SAES_DIR)
-        report["held_out_plays"] = [name for name, _ in corpus.held_out]
+        report = measure_quality(model, streams()[1], paths.SAES_DIR)
+        report["held_out_plays"] = [name for name, _ in corpus().held_out]
         paths.QUALITY_FILE.write_text(json.dumps(report, indent=2))
         timings["quality"] = time.perf_counter() - start
     if "causes" in stages:

@@ -1,13 +1,12 @@
-"""Compute the shipped per-feature data behind the dashboards: top examples, density, logit effects, labels.
+"""Compute the shipped per-feature data behind the dashboards: top examples, density, logit effects.
 
-For each SAE folder this writes `feature_data.safetensors` and `labels.json` beside the
-weights. Examples come from the held-out plays, so a dashboard never shows training text.
+For each SAE folder this writes `feature_data.safetensors` beside the weights (its `labels.json` is the
+`labels` stage's, `feature_lens_core.zoo.labels`). Examples come from the held-out plays, so a dashboard never
+shows training text.
 """
 
 from __future__ import annotations
 
-import json
-from collections import Counter
 from pathlib import Path
 
 import torch
@@ -47,35 +46,8 @@ def text_positions(windows: Int[Tensor, "w n_ctx"], special_ids: list[int]) -> B
     return ~torch.isin(windows[:, 1:], torch.tensor(special_ids, dtype=windows.dtype))
 
 
-def auto_label(tokens: list[str], previous: list[str | None], boosted: list[str]) -> str:
-    """A short label from what the top examples share: the tokens, what precedes them, what they predict.
-
-    `previous[i]` is the token the model read before example i, `None` where that was only BOS
-    (the example opens its window); shared, it reads "after BOS".
-    """
-    if not tokens:
-        return "never fires on held-out text"
-    tokens = [_shown(t) for t in tokens]
-    counts = Counter(tokens).most_common(2)
-    shared = [f'"{t}"' for t, c in counts if c >= 2] or [f'"{counts[0][0]}"']
-    label = "/".join(shared)
-    before, n_before = Counter(previous).most_common(1)[0] if previous else ("", 0)
-    if n_before >= max(3, len(previous) // 2):
-        label += " after BOS" if before is None else f' after "{_shown(before)}"'
-    # A byte-level BPE token can be part of a multi-byte character, which decodes to "\ufffd" on its own.
-    readable = [t for t in boosted if t.strip() and t.isprintable() and "\ufffd" not in t]
-    if counts[0][1] < 3 and readable:
-        label += f' → "{_shown(readable[0])}"'
-    return label
-
-
-def _shown(token: str) -> str:
-    """A token as a one-line label shows it: line breaks as ⏎."""
-    return token.replace("\r", "").replace("\n", "⏎")
-
-
 def build_feature_data(model: HookedTransformer, sae: SAE, held_out: Int[Tensor, " n"], folder: Path) -> None:
-    """Write one SAE's `feature_data.safetensors` and `labels.json`.
+    """Write one SAE's `feature_data.safetensors`.
 
     Density, mean activation and top examples are over text positions only: each window's BOS
     and the `<|endoftext|>` between documents (the same token) are left out. `top_index` points
@@ -112,20 +84,6 @@ def build_feature_data(model: HookedTransformer, sae: SAE, held_out: Int[Tensor,
         },
         str(folder / "feature_data.safetensors"),
     )
-
-    def strings(ids: list[int]) -> list[str]:
-        return [str(tokenizer.decode([i])) for i in ids]
-
-    labels = []
-    for f in range(sae.cfg.d_sae):
-        shown = top_index[f] >= 0
-        index, position = top_index[f][shown].tolist(), top_position[f][shown].tolist()
-        # The token before an example is only what the model read: nothing but BOS at a window's first position.
-        before = strings([int(held_out[i - 1]) for i in index])
-        previous = [token if p > 1 else None for token, p in zip(before, position, strict=True)]
-        tokens = strings(held_out[index].tolist())
-        labels.append(auto_label(tokens, previous, strings(effects.boosted[f].tolist())))
-    (folder / "labels.json").write_text(json.dumps(labels, ensure_ascii=False))
 
 
 def build_all_feature_data(model: HookedTransformer, held_out: Int[Tensor, " n"], saes_dir: Path) -> None:

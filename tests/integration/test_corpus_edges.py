@@ -104,3 +104,31 @@ def test_aggregate_equals_a_recomputation_from_adjacency(graphs):
     assert bool((edges.top(TRANSCODERS[0])["upstream_sae"] == -1).all())
     assert bool((edges.top(TRANSCODERS[-1])["downstream_sae"] == -1).all())
     assert torch.isfinite(edges.score).all()
+
+
+def test_the_sparse_sums_hold_exactly_the_pairs_that_meet(graphs):
+    # The sums keep one entry per pair of features with an edge on some prompt, nothing for the others: their
+    # size is the edges seen, and each entry is the pandas recomputation's.
+    saes, built = graphs
+    edges = CorpusEdges.empty(saes, list(TRANSCODERS))
+    for graph in built:
+        edges.add(graph)
+    score, up, down, _ = _recomputed(built)
+    start = dict(zip(edges.saes, edges.offsets, strict=True))
+    g = edges.n_features
+
+    def key(row: tuple[str, int], column: tuple[str, int]) -> int:
+        return (start[row[0]] + row[1]) * g + start[column[0]] + column[1]
+
+    upstream = dict(
+        zip(edges.up_keys.tolist(), zip(edges.up_score.tolist(), edges.up_count.tolist(), strict=True), strict=True)
+    )
+    met = {key(t, s): (score[t, s], up[t, s]) for (t, s) in up if up[t, s]}
+    assert {k: c for k, (_, c) in upstream.items() if c} == {k: c for k, (_, c) in met.items()}
+    for k, (value, _) in met.items():
+        assert upstream[k][0] == pytest.approx(value, rel=1e-9, abs=1e-12)
+    downstream = dict(zip(edges.down_keys.tolist(), edges.down_count.tolist(), strict=True))
+    assert {k: c for k, c in downstream.items() if c} == {key(s, t): c for (s, t), c in down.items() if c}
+    assert (
+        edges.nbytes == 20 * len(edges.up_keys) + 12 * len(edges.down_keys) < 16 * g * g // 4
+    )  # the dense sums: 151 MB here

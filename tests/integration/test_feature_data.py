@@ -14,7 +14,6 @@ from feature_lens_core.errors import FeatureLensError
 from feature_lens_core.feature_data import feature_card, feature_labels, mean_activations
 from feature_lens_core.logit_effects import decoder_in_residual, logit_effects
 from feature_lens_core.zoo import paths
-from feature_lens_core.zoo.feature_data import auto_label
 from feature_lens_core.zoo.model import consecutive_windows
 from feature_lens_core.zoo.sae_io import hooks_of, reconstruct
 
@@ -160,12 +159,3 @@ def test_example_context_is_all_the_model_saw(toy_model: HookedTransformer, toy_
             assert acts[0, -1, feature].item() == pytest.approx(example.activation, rel=1e-4, abs=1e-6)
             checked += 1
     assert checked >= 12
-
-
-def test_auto_label_shapes() -> None:
-    assert auto_label([], [], []) == "never fires on held-out text"
-    assert auto_label([" thou"] * 6 + [" thee"] * 4, [","] * 8 + ["."] * 2, []) == '" thou"/" thee" after ","'
-    assert auto_label(["a", "b", "c"], ["x", "y", "z"], [" lord"]) == '"a" → " lord"'
-    assert auto_label(["a", "b", "c"], ["x", "y", "z"], ["\ufffd", " ", " lord"]) == '"a" → " lord"'
-    assert auto_label(["\n"] * 5, [","] * 5, []) == '"⏎" after ","'
-    assert auto_label(["V", "R", "V", "V"], [None, None, None, "x"], []) == '"V" after BOS'

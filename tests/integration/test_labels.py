@@ -1,4 +1,5 @@
-"""Labels read off a corpus: the tokens carrying a feature's activation and their usual context, with evidence."""
+"""Labels read off a corpus: the tokens carrying a feature's activation and their usual context, with evidence;
+the shipped labels are the same reading of the held-out plays."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import torch
 import feature_lens_core as flc
 from feature_lens_app.examples import EXAMPLES
 from feature_lens_core import dashboard
+from feature_lens_core.feature_data import feature_label, feature_labels
 
 
 @pytest.fixture(scope="module")
@@ -45,3 +47,47 @@ def test_the_evidence_shares_are_a_recount_of_the_activations(model) -> None:
         assert top.share == pytest.approx(float(values[ids == token_id].sum() / values.sum()), rel=1e-6)
         if top.before_share >= dashboard.LABEL_CONTEXT_SHARE:
             assert f"{top.token!r} after" in evidence.text
+
+
+@pytest.fixture(scope="module")
+def held_out(model):
+    return dashboard.held_out_corpus(model)
+
+
+@pytest.mark.parametrize("name", sorted({e.sae for e in EXAMPLES}))
+def test_the_shipped_labels_are_the_evidence_on_the_held_out_plays(model, held_out, name) -> None:
+    # The zoo's `labels` stage and the dashboard read labels with one function: a built-in SAE's dashboard on the
+    # held-out plays shows its shipped label as its evidence, worked examples' targets included.
+    sae = flc.load_sae("toy", name)
+    acts = dashboard.corpus_activations(model, sae, held_out)
+    targets = [e.feature for e in EXAMPLES if e.sae == name]
+    for feature in [*targets, 0, 1, 517, 1023]:
+        logits = dashboard.feature_logits(model, sae, feature)
+        evidence = dashboard.label_evidence(model.tokenizer, acts, feature, logits=logits)
+        assert feature_label(sae, feature) == evidence.text
+        for part in evidence.parts:  # each named token with its context, where the evidence has one
+            assert repr(part.token.replace("\n", "⏎")) in evidence.text
+            if part.before_share >= dashboard.LABEL_CONTEXT_SHARE:
+                after = "BOS" if part.before is None else repr(part.before.replace("\n", "⏎"))
+                assert f"after {after}" in evidence.text
+
+
+def test_a_label_ends_with_a_promoted_token_only_where_it_stands_out(model, held_out) -> None:
+    sae = flc.load_sae("toy", "L2.resid_post")
+    labels = feature_labels(sae)
+    logits = torch.stack([dashboard.feature_logits(model, sae, f) for f in range(sae.cfg.d_sae)]).double()
+    z = ((logits.max(1).values - logits.mean(1)) / logits.std(1)).tolist()
+    with_arrow = [f for f, label in enumerate(labels) if " → " in label]
+    assert with_arrow and all(z[f] >= dashboard.LABEL_LOGIT_Z for f in with_arrow)
+    for f in with_arrow:
+        top = int(logits[f].argmax())
+        shown = model.tokenizer.decode([top]).replace("\n", "⏎")
+        assert labels[f].endswith(f" → {shown!r}")
+
+
+def test_a_diffuse_feature_is_named_by_several_tokens(model, held_out) -> None:
+    sae = flc.load_sae("toy", "L1.mlp_out")
+    acts = dashboard.corpus_activations(model, sae, held_out)
+    evidence = dashboard.label_evidence(model.tokenizer, acts, 924)  # spread over pronouns and verbs
+    assert evidence.parts[0].share < dashboard.LABEL_COVERED
+    assert len(evidence.parts) == dashboard.LABEL_TOKENS
