@@ -101,7 +101,7 @@ class WorkQueue:
 
     def __init__(self, *, keep: int = 8, abandon_s: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.abandon_s = abandon_s
-        self._clock = clock
+        self.clock = clock  # seconds, for `abandon_s`
         self._lock = threading.Condition()
         self._waiting: deque[Job] = deque()
         self._running: Job | None = None
@@ -129,14 +129,14 @@ class WorkQueue:
             unfinished = [*([self._running] if self._running else []), *self._waiting]
             same = next((job for job in unfinished if job.key == key), None)
             if same is not None:
-                same.seen = self._clock()
+                same.seen = self.clock()
                 return same
             mine = self._by_owner.get(owner)
             if mine is not None:
                 raise Busy(mine)
             if len(unfinished) >= capacity:
                 raise Full(capacity)
-            job = Job(key, owner, work, seen=self._clock())
+            job = Job(key, owner, work, seen=self.clock())
             self._waiting.append(job)
             self._by_owner[owner] = job
             if self._thread is None:
@@ -149,7 +149,7 @@ class WorkQueue:
         """0 while `job` runs (or has ended), else its place in line: 1 is next. Asking counts as still wanting
         the job (see the module docstring)."""
         with self._lock:
-            job.seen = self._clock()
+            job.seen = self.clock()
             self._drop_abandoned()
             return next((i + 1 for i, queued in enumerate(self._waiting) if queued is job), 0)
 
@@ -161,7 +161,7 @@ class WorkQueue:
 
     def _idle_s(self, job: Job) -> float | None:
         """How long nobody has asked about `job`, if that is longer than `abandon_s`; else None."""
-        idle = self._clock() - job.seen
+        idle = self.clock() - job.seen
         return idle if idle > self.abandon_s else None
 
     def _drop_abandoned(self) -> None:
