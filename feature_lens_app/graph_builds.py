@@ -7,9 +7,14 @@ more than `CONFIRM_RANKINGS` rankings is not started until the visitor presses "
 
 The build runs in the queue's worker (`work_queue`), not in the visitor's script, so a click of theirs
 meanwhile reruns the page without losing the build, and the server builds at most `Limits.graph_jobs`
-graphs, one per visitor. In hosted mode activation patching is capped at `Limits.candidates` per ranking,
-as on the Explore page. The core takes its compute lock per ranking, so another visitor's click waits for
-one ranking of the graph, not the whole graph.
+graphs, one per visitor. A build is wanted while a page shows it: the page asks the queue where it is each
+`POLL_S`, and a build nobody has asked about for `ABANDON_S` (a visitor who closed the tab, left the page or
+changed the graph) is cancelled, unless another visitor's page asking for the same graph still shows it.
+While a page only waits for its build it steps aside from the compute lock's foreground requests
+(`exclusive.waiting_for_background`), so the build it waits for is not held back by it. In hosted mode
+activation patching is capped at `Limits.candidates` per ranking, as on the Explore page. The core takes its
+compute lock per ranking, and the worker's rankings are background work, so another visitor's click waits at
+most for the ranking in flight, never for the next one.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import feature_lens_core as flc
 from feature_lens_app import hosting, resources, state
 from feature_lens_app.work_queue import Busy, Full, Job, Progress, WorkQueue
 from feature_lens_core.connectome import Graph, graph_rankings
+from feature_lens_core.exclusive import waiting_for_background
 from feature_lens_core.options import GraphDirection
 
 if TYPE_CHECKING:
@@ -33,10 +39,13 @@ if TYPE_CHECKING:
 
 CONFIRM_RANKINGS = 20  # above this, the page asks before building (the default graph, 2 hops of 24 nodes, runs 13)
 POLL_S = 0.25  # how often a waiting page redraws its progress (and can be interrupted by the visitor's click)
+# A build nobody asked about for this long is cancelled: far above POLL_S, so that a rerun of the visitor's page
+# (seconds on a loaded server) does not cancel the build it is about to show.
+ABANDON_S = 30.0
 _VISITOR = "_fl_visitor"  # session key: this session's id in the queue
 _CONFIRMED = "_fl_graph_confirmed"  # session key: the graph the visitor last confirmed
 
-queue = WorkQueue(keep=hosting.limits().cache_entries // 8)
+queue = WorkQueue(keep=hosting.limits().cache_entries // 8, abandon_s=ABANDON_S)
 _seconds_per_ranking: dict[tuple[str, tuple[str, ...], str], float] = {}  # by (model, SAEs, method)
 
 
@@ -120,7 +129,8 @@ def build(view: state.ViewState, direction: GraphDirection, hops: int, budget: i
         earlier = busy.job
         st.info(
             "Your earlier graph is still being built (one at a time per visitor): this one starts when it ends, "
-            "and this page reruns by itself then. Your settings are kept.",
+            f"or within {ABANDON_S:.0f} s if nobody else is waiting for it, and this page reruns by itself then. "
+            "Your settings are kept.",
             icon=":material/hourglass:",
         )
         _rerun_when(lambda: earlier.finished)
@@ -134,10 +144,13 @@ def build(view: state.ViewState, direction: GraphDirection, hops: int, budget: i
         _rerun_when(functools.partial(queue.has_room, full.capacity))
         return None
     if not job.finished:
-        bar = st.progress(*_where(job))
-        while not job.wait(POLL_S):
-            bar.progress(*_where(job))
+        with waiting_for_background():
+            bar = st.progress(*_where(job))
+            while not job.wait(POLL_S):
+                bar.progress(*_where(job))
         bar.empty()
+    if job.state == "cancelled":  # this page went unseen for ABANDON_S (a very slow rerun): ask again
+        st.rerun()
     if job.error is not None:
         raise job.error
     seconds = job.seconds_per_step()

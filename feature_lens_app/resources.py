@@ -28,7 +28,7 @@ import streamlit as st
 import feature_lens_core as flc
 from feature_lens_app import direction_links, hosting, state
 from feature_lens_core import catalog
-from feature_lens_core.exclusive import exclusive
+from feature_lens_core.exclusive import exclusive, foreground
 from feature_lens_core.options import BaselineKind, Direction, Method
 
 # The core's modules that import torch, TransformerLens and SAE-Lens are reached as `flc.<module>` when first used,
@@ -333,12 +333,16 @@ _scripts_done = threading.Condition()
 @contextlib.contextmanager
 def visible_work() -> Iterator[None]:
     """Mark a session's script run. Background prefetching waits until no script is running, so that a
-    click never queues behind work nobody asked for, and the page being drawn has the CPU to itself."""
+    click never queues behind work nobody asked for, and the page being drawn has the CPU to itself; the run is
+    a foreground request for the compute lock, which graph builds wait for (`exclusive.foreground`). The
+    prefetcher waits outside the lock, before it asks for a cached result, since a script asking for the
+    result it computes waits for it (a background thread of the lock must not hold such a thing)."""
     global _scripts_running
     with _scripts_done:
         _scripts_running += 1
     try:
-        yield
+        with foreground():
+            yield
     finally:
         with _scripts_done:
             _scripts_running -= 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -62,6 +63,31 @@ def test_a_visitor_whose_earlier_graph_runs_is_told_to_wait_and_keeps_their_sett
     at.run()  # what the page's own poll does once the earlier graph has ended
     assert_healthy(at)
     assert graphs(at) and at.slider(key="graph_hops").value == 1
+
+
+def test_an_earlier_graph_nobody_waits_for_is_dropped_and_the_new_one_is_built(open_app, monkeypatch) -> None:
+    at = open_app("graph")
+    at.segmented_control(key="graph_of").set_value("feature").run()
+    now = [time.monotonic()]
+    monkeypatch.setattr(graph_builds.queue, "clock", lambda: now[0])  # moved by the test: no waiting
+    gate = threading.Event()
+    other = graph_builds.queue.submit("other visitor", "a graph still watched", held(gate), capacity=99)
+    earlier = graph_builds.queue.submit(at.session_state["_fl_visitor"], "a graph left behind", held(gate), capacity=99)
+    try:
+        at.slider(key="graph_budget").set_value(12).run()  # the visitor changes the graph: the earlier one is unseen
+        assert_healthy(at)
+        (said,) = [i for i in infos(at) if "Your earlier graph is still being built" in i]
+        assert f"within {graph_builds.ABANDON_S:.0f} s if nobody else is waiting for it" in said
+        now[0] += graph_builds.ABANDON_S + 1
+        graph_builds.queue.place(other)  # the other visitor's page still asks about theirs
+        assert earlier.finished and earlier.state == "cancelled" and not other.finished
+    finally:
+        gate.set()
+    assert other.wait(60) and other.state == "done"
+    at.run()  # what the page's own poll does once the earlier graph has ended
+    assert_healthy(at)
+    assert not errors(at), errors(at)
+    assert graphs(at) and at.slider(key="graph_budget").value == 12
 
 
 def test_a_full_queue_says_so_and_the_graph_comes_once_there_is_room(open_app) -> None:

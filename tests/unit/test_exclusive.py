@@ -1,8 +1,10 @@
 """The compute lock is re-entrant and first come, first served: a thread that lets go and asks again waits
-behind every thread already waiting (so a long job of many passes cannot keep another visitor out)."""
+behind every thread already waiting (so a long job of many passes cannot keep another visitor out); background
+work goes after other threads and while no foreground request is open, and goes whenever none is."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -68,3 +70,123 @@ def test_only_the_holder_can_release():
     thread.join(timeout=10)
     assert len(errors) == 1
     lock.release()
+
+
+def _queued(lock: FairLock, thread: threading.Thread) -> bool:
+    """Whether `thread` waits in `lock`'s line (read under the lock's state, so it is blocked in its wait)."""
+    with lock._state:
+        return any(ident == thread.ident for ident, _ in lock._queue)
+
+
+def _background_pass(lock: FairLock, done: threading.Event):
+    def work() -> None:
+        with lock.background():
+            lock.acquire()
+            done.set()
+            lock.release()
+
+    return threading.Thread(target=work)
+
+
+def test_background_work_waits_while_a_request_is_open_and_goes_once_none_is():
+    lock, opened, close, closed = FairLock(), threading.Event(), threading.Event(), threading.Event()
+    done = threading.Event()
+
+    def visitor() -> None:  # a script run: its request is open from its first line to its last
+        with lock.foreground(), lock.foreground():  # nested blocks count once
+            opened.set()
+            assert close.wait(10)
+        closed.set()
+
+    click = threading.Thread(target=visitor)
+    click.start()
+    assert opened.wait(10)
+    build = _background_pass(lock, done)
+    build.start()
+    _wait_for(lambda: _queued(lock, build))
+    assert lock._owner is None and not done.is_set()  # the lock is free, yet the build waits
+    close.set()
+    assert closed.wait(10) and done.wait(10)  # no request open: it goes
+    click.join(timeout=10)
+    build.join(timeout=10)
+
+
+def test_a_waiting_thread_goes_before_background_work_that_asked_first():
+    lock, order = FairLock(), []
+
+    def take(name: str, background: bool) -> None:
+        with lock.background() if background else contextlib.nullcontext():
+            lock.acquire()
+            order.append(name)
+            lock.release()
+
+    lock.acquire()
+    threads = [threading.Thread(target=take, args=args) for args in (("build", True), ("click", False))]
+    for thread in threads:
+        thread.start()
+        _wait_for(lambda thread=thread: _queued(lock, thread))
+    lock.release()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert order == ["click", "build"]
+
+
+def test_background_work_finishes_the_block_it_holds_and_waits_before_its_next():
+    lock, inside, opened, close = FairLock(), threading.Event(), threading.Event(), threading.Event()
+    nested, second = threading.Event(), threading.Event()
+
+    def build() -> None:
+        with lock.background():
+            lock.acquire()  # a ranking
+            inside.set()
+            assert opened.wait(10)
+            lock.acquire()  # a pass inside the ranking: re-entrant, not held back by the open request
+            nested.set()
+            lock.release()
+            lock.release()
+            lock.acquire()  # the next ranking waits for the request
+            second.set()
+            lock.release()
+
+    def visitor() -> None:
+        with lock.foreground():
+            opened.set()
+            assert close.wait(10)
+
+    worker = threading.Thread(target=build)
+    worker.start()
+    assert inside.wait(10)
+    click = threading.Thread(target=visitor)
+    click.start()
+    assert nested.wait(10)
+    _wait_for(lambda: _queued(lock, worker))
+    assert not second.is_set()
+    close.set()
+    assert second.wait(10)
+    for thread in (worker, click):
+        thread.join(timeout=10)
+
+
+def test_a_request_waiting_for_background_work_lets_it_go():
+    lock, waiting, done, back = FairLock(), threading.Event(), threading.Event(), threading.Event()
+    open_requests = []
+
+    def polling_page() -> None:  # a page whose run waits for its graph build
+        with lock.foreground():
+            with lock.waiting_for_background():
+                open_requests.append(lock._open)
+                waiting.set()
+                assert done.wait(10)
+            open_requests.append(lock._open)  # counted again once it stops waiting
+            back.set()
+        open_requests.append(lock._open)
+
+    page = threading.Thread(target=polling_page)
+    page.start()
+    assert waiting.wait(10)
+    build = _background_pass(lock, done)
+    build.start()
+    assert done.wait(10) and back.wait(10)
+    for thread in (page, build):
+        thread.join(timeout=10)
+    assert open_requests == [0, 1, 0]
