@@ -35,8 +35,8 @@ def _load() -> None:
         with contextlib.suppress(Exception):  # a failure is shown by the page that needs the model
             resources.saes(catalog.BUILTIN_MODEL, DEFAULT_SAES)
             resources.model(catalog.BUILTIN_MODEL)
-        # Streamlit runs a full garbage collection after every script run. With torch, transformers and
-        # TransformerLens imported, that walks over half a million long-lived objects: about 0.3 s of every click
+        # A full garbage collection (Python's own; Streamlit's after every run is off in .streamlit/config.toml)
+        # walks over the half a million long-lived objects of torch, transformers and TransformerLens: about 0.3 s
         # on a 2-core machine. Freezing what exists once they are loaded leaves it only the objects made since.
         gc.freeze()
     finally:
