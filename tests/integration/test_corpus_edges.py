@@ -57,13 +57,19 @@ def _nonzero(frame: pd.DataFrame) -> list:
     return [((frame.index[r], frame.columns[c]), float(v)) for r, c, v in zip(rows, columns, values, strict=True)]
 
 
-def test_aggregate_equals_a_recomputation_from_adjacency(graphs):
+def _aggregated(graphs) -> tuple[CorpusEdges, dict[str, int]]:
+    """The two prompts' graphs added into one aggregate, and where each SAE's features start in it."""
     saes, built = graphs
     edges = CorpusEdges.empty(saes, list(TRANSCODERS))
     for graph in built:
         edges.add(graph)
+    return edges, dict(zip(edges.saes, edges.offsets, strict=True))
+
+
+def test_aggregate_equals_a_recomputation_from_adjacency(graphs):
+    saes, built = graphs
+    edges, start = _aggregated(graphs)
     score, up, down, occurrences = _recomputed(built)
-    start = dict(zip(edges.saes, edges.offsets, strict=True))
 
     def gid(feature: tuple[str, int]) -> int:
         return start[feature[0]] + feature[1]
@@ -109,12 +115,8 @@ def test_aggregate_equals_a_recomputation_from_adjacency(graphs):
 def test_the_sparse_sums_hold_exactly_the_pairs_that_meet(graphs):
     # The sums keep one entry per pair of features with an edge on some prompt, nothing for the others: their
     # size is the edges seen, and each entry is the pandas recomputation's.
-    saes, built = graphs
-    edges = CorpusEdges.empty(saes, list(TRANSCODERS))
-    for graph in built:
-        edges.add(graph)
-    score, up, down, _ = _recomputed(built)
-    start = dict(zip(edges.saes, edges.offsets, strict=True))
+    edges, start = _aggregated(graphs)
+    score, up, down, _ = _recomputed(graphs[1])
     g = edges.n_features
 
     def key(row: tuple[str, int], column: tuple[str, int]) -> int:
