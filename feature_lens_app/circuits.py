@@ -79,6 +79,7 @@ def across_prompts(
             flc.FeatureSpec(sae, feature, at),
             direction=direction,
             method=method,
+            executor=resources.executor(),
             progress=progress,
         )
 

@@ -264,7 +264,7 @@ def computed_panels(model_name: str, sae_names: tuple[str, ...], prompts: tuple[
     by the same function as the shipped panels, one progress step per prompt."""
     model, saes = resources.model(model_name), resources.saes(model_name, sae_names)
     with progress_bar(f"Summing the edges of {len(prompts)} prompts") as report:
-        return corpus_edges.causal_panels(model, saes, list(prompts), progress=report)
+        return corpus_edges.causal_panels(model, saes, list(prompts), executor=resources.executor(), progress=report)
 
 
 def _panel_prompts(view: state.ViewState, source: str) -> tuple[tuple[str, ...], str]:
@@ -291,11 +291,13 @@ def on_demand_panel(view: state.ViewState) -> tuple[feature_data.CausalPanel, st
     )
     prompts, text_hash = _panel_prompts(view, source)
     key = (view.model, names, text_hash)
+    cluster = hosting.ray_address()
     st.caption(
         f"One whole-prompt attribution graph per prompt on {', '.join(map(code, names))}: {len(prompts)} prompts "
         f"of up to {PROMPT_TOKENS} tokens, about 5 to 20 s each on the built-in model on a CPU; the sums keep only "
         f"the pairs of features that meet (at most {corpus_edges.MAX_EDGE_BYTES / 2**20:,.0f} MB). Computed once "
         "per SAE set and text, then every feature is instant."
+        + ("" if cluster is None else f" The prompts run on the Ray cluster {code(cluster)}.")
     )
     if st.button("Compute causes and effects over a text", icon=":material/hub:", key="_panel_compute"):
         st.session_state["_panel_key"] = key

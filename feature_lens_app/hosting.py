@@ -71,6 +71,12 @@ def limits() -> Limits:
     return HOSTED if is_hosted() else LOCAL
 
 
+def ray_address() -> str | None:
+    """The Ray cluster the app's long corpus runs go to (env var `FEATURE_LENS_RAY_ADDRESS`: `auto`, `local`,
+    `HOST:PORT` or `ray://HOST:PORT`), or None to run them in this process."""
+    return os.environ.get("FEATURE_LENS_RAY_ADDRESS", "").strip() or None
+
+
 def model_allowed(model: str, limits: Limits) -> bool:
     """Whether a request may load this model: the built-in one, or a hub model the limits allow."""
     return model == catalog.BUILTIN_MODEL or limits.hub_models is None or model in limits.hub_models

@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # the app never touches a model's tensors; these name what th
     from transformer_lens import HookedTransformer
 
     from feature_lens_core import feature_data
+    from feature_lens_core.batch import Executor
 
 _ENTRIES = hosting.limits().cache_entries
 
@@ -168,6 +169,13 @@ def saes(model_name: str, names: tuple[str, ...]) -> dict[str, SAE]:
     if not names:
         raise flc.FeatureLensError("No SAEs are selected. Pick at least one SAE in the sidebar.")
     return {name: sae(model_name, name) for name in names}
+
+
+def executor() -> Executor | None:
+    """Where the long corpus runs (across prompts, causes and effects over a text) go: the Ray cluster
+    `FEATURE_LENS_RAY_ADDRESS` names (`hosting.ray_address`), or None for this process."""
+    address = hosting.ray_address()
+    return None if address is None else flc.batch.RayExecutor(address=address)
 
 
 @st.cache_data(max_entries=8, show_spinner=False)

@@ -26,6 +26,7 @@ are the same to the last bit.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -37,6 +38,7 @@ from transformer_lens import HookedTransformer
 
 from feature_lens_core import feature_data, hooks, validation
 from feature_lens_core.attribution_graph import AttributionGraph, adjacency
+from feature_lens_core.batch import Executor, SerialExecutor
 from feature_lens_core.errors import FeatureLensError
 
 Progress = Callable[[int, int], None]
@@ -232,17 +234,23 @@ def corpus_edges(
     saes: Mapping[str, SAE],
     prompts: Sequence[str],
     *,
+    executor: Executor | None = None,
     progress: Progress | None = None,
 ) -> CorpusEdges:
     """The feature-to-feature edges of `saes` summed over `prompts` (see the module docstring), one whole-prompt
-    adjacency per prompt; `progress(done, total)` is called after each."""
+    adjacency per prompt; `progress(done, total)` is called after each.
+
+    Each prompt's adjacency is a task for `executor.map` (serial by default; `batch.RayExecutor` runs them on a
+    Ray cluster). The graphs are added in the prompts' order whatever runs them, so the sums are the same.
+    """
     validation.sae_set(model, saes)
     if not prompts:
         raise FeatureLensError("No prompts were given. Give at least one text to aggregate the edges over.")
     order = sorted(saes, key=lambda name: (hooks.order(hooks.site(saes[name]).read), name))
     edges = CorpusEdges.empty(saes, order)
-    for done, prompt in enumerate(prompts, start=1):
-        edges.add(adjacency(model, saes, prompt))
+    task = functools.partial(adjacency, model, dict(saes))
+    for done, graph in enumerate((executor or SerialExecutor()).map(task, list(prompts)), start=1):
+        edges.add(graph)
         if progress is not None:
             progress(done, len(prompts))
     return edges
@@ -271,12 +279,14 @@ def causal_panels(
     prompts: Sequence[str],
     *,
     k: int = K,
+    executor: Executor | None = None,
     progress: Progress | None = None,
 ) -> CausalPanels:
     """Every feature's top-k causes and effects over `prompts` on the SAE set `saes` (`corpus_edges`, then
-    `CorpusEdges.top` for each SAE); `progress(done, total)` is called after each prompt."""
+    `CorpusEdges.top` for each SAE); the prompts run on `executor` (serial by default) and `progress(done, total)`
+    is called after each."""
     validation.count(k, "k")
-    edges = corpus_edges(model, saes, prompts, progress=progress)
+    edges = corpus_edges(model, saes, prompts, executor=executor, progress=progress)
     top = {name: {key: value.contiguous() for key, value in edges.top(name, k=k).items()} for name in edges.saes}
     return CausalPanels(edges.saes, edges.n_prompts, edges.n_positions, top)
 

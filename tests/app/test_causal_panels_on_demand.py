@@ -69,3 +69,22 @@ def test_button_computes_the_panel_of_an_sae_without_shipped_ones(open_app, tmp_
         assert label.startswith(start), (label, start)
         assert label.endswith(f"· mean {float(score):+.3f} · in {float(frequency):.0%}"), label
     assert f"({int(top['occurrences'][feature])} tokens)" in " ".join(c.value for c in at.caption)
+
+
+def test_an_unreachable_ray_cluster_is_one_error_and_the_page_stays(open_app, tmp_path, monkeypatch) -> None:
+    """With `FEATURE_LENS_RAY_ADDRESS` set, the prompts go to that cluster; when nothing answers there, the
+    click says so once, and the page (its other sections, the button) is still drawn."""
+    folder = tmp_path / "my_mlp_out"
+    folder.mkdir()
+    for name in ("cfg.json", "sae_weights.safetensors"):
+        shutil.copy(paths.SAES_DIR / "L1.mlp_out" / name, folder / name)
+    monkeypatch.setenv("FEATURE_LENS_RAY_ADDRESS", "127.0.0.1:1")
+    at = open_app("feature", model="toy", sae=str(folder), saes=f"L0.mlp_out,{folder}", feature="70")
+    assert not errors(at), errors(at)
+    assert "run on the Ray cluster `127.0.0.1:1`" in " ".join(c.value for c in at.caption)
+    next(b for b in at.button if b.label == BUTTON).click().run(timeout=120)
+    assert len(errors(at)) == 1, errors(at)
+    # errors(at) holds the message as markdown source, so ':' and backticks come escaped.
+    assert "No Ray cluster answers at" in errors(at)[0] and "127.0.0.1" in errors(at)[0], errors(at)
+    assert not at.exception
+    assert any(b.label == BUTTON for b in at.button)

@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
 import pytest
 import torch
 
 import feature_lens_core as flc
-from feature_lens_core.corpus_edges import CorpusEdges
+from feature_lens_core.batch import RayExecutor
+from feature_lens_core.corpus_edges import CausalPanels, CorpusEdges, causal_panels
 
 TRANSCODERS = ("L0.transcoder", "L1.transcoder", "L2.transcoder")
 
 
 @pytest.fixture(scope="module")
-def graphs():
-    model = flc.load_model("toy")
-    saes = {name: flc.load_sae("toy", name) for name in TRANSCODERS}
-    prompts = flc.held_out_prompts(2, 12)
-    return saes, [flc.adjacency(model, saes, prompt) for prompt in prompts]
+def transcoders():
+    return flc.load_model("toy"), {name: flc.load_sae("toy", name) for name in TRANSCODERS}
+
+
+@pytest.fixture(scope="module")
+def graphs(transcoders):
+    model, saes = transcoders
+    return saes, [flc.adjacency(model, saes, prompt) for prompt in flc.held_out_prompts(2, 12)]
 
 
 def _recomputed(graphs) -> tuple[dict, dict, dict, dict]:
@@ -134,3 +139,44 @@ def test_the_sparse_sums_hold_exactly_the_pairs_that_meet(graphs):
     assert (
         edges.nbytes == 20 * len(edges.up_keys) + 12 * len(edges.down_keys) < 16 * g * g // 4
     )  # the dense sums: 151 MB here
+
+
+def _assert_same_panels(expected: CausalPanels, got: CausalPanels) -> None:
+    assert (got.saes, got.n_prompts, got.n_positions) == (expected.saes, expected.n_prompts, expected.n_positions)
+    for name, tops in expected.top.items():
+        for key, value in tops.items():
+            assert torch.equal(got.top[name][key], value), (name, key)
+
+
+def test_panels_from_a_thread_pool_equal_the_serial_ones(transcoders):
+    """The prompts' graphs may finish in any order on an executor; they are added in the prompts' order."""
+    model, saes = transcoders
+    prompts = flc.held_out_prompts(3, 10)
+    calls: list[tuple[int, int]] = []
+    serial = causal_panels(model, saes, prompts, progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(1, 3), (2, 3), (3, 3)]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        _assert_same_panels(serial, causal_panels(model, saes, prompts, executor=pool))
+
+
+@pytest.mark.slow
+def test_panels_on_a_local_ray_cluster_equal_the_serial_ones(transcoders):
+    """Ray workers are separate processes: the adjacency task (model and SAEs) travels through the object store
+    and each prompt's graph comes back to be summed here."""
+    ray = pytest.importorskip("ray")
+    model, saes = transcoders
+    prompts = flc.held_out_prompts(2, 10)
+    # A Ray task that asks for one CPU runs torch on one thread; float32 sums depend on the thread count, so
+    # the serial reference runs on one thread too, and then the two agree to the last bit.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        serial = causal_panels(model, saes, prompts)
+    finally:
+        torch.set_num_threads(threads)
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        distributed = causal_panels(model, saes, prompts, executor=RayExecutor())
+    finally:
+        ray.shutdown()
+    _assert_same_panels(serial, distributed)

@@ -110,8 +110,8 @@ def test_executors_and_progress(model, few):
 
 @pytest.mark.slow
 def test_a_local_ray_cluster_gives_the_serial_results(model, few):
-    saes = few
     """Ray workers are separate processes: the task (model and SAEs included) travels through Ray's object store."""
+    saes = few
     ray = pytest.importorskip("ray")
     spec = FeatureSpec("L1.resid_pre", None, "last", max_per_prompt=2)
     serial = rank_many(model, saes, PROMPTS, spec, direction="upstream", method="attribution")
