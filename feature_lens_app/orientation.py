@@ -52,8 +52,12 @@ def logit_text(view: state.ViewState, token: str | None = None) -> str:
     )
 
 
-def target_line(view: state.ViewState, tokens: list[str], label: str | None = None) -> None:
-    """The target in words, with the method that scores its neighbours (a feature's `label`, by default read)."""
+def target_line(view: state.ViewState, tokens: list[str], label: str | None = None, *, feature: bool = False) -> None:
+    """The target in words, with the method that scores its neighbours (a feature's `label`, by default read).
+
+    The target is what the Explore page ranks (the view's `kind`: the feature or a logit), or with `feature` the
+    sidebar's target feature whatever the kind, for the pages that only rank features."""
     token = tokens[view.pos] if view.pos < len(tokens) else None
-    said = interactions.target_text(view, token, label) if view.kind == "feature" else logit_text(view, token)
+    of_feature = feature or view.kind == "feature"
+    said = interactions.target_text(view, token, label) if of_feature else logit_text(view, token)
     st.markdown(f"**Target:** {said} · scored by {state.METHODS[view.method]}")

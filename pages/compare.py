@@ -20,7 +20,7 @@ tokens = loading.prompt_tokens(view)
 results: dict[tuple[Direction, Method], resources.Timed] = {}
 
 if tokens is not None:
-    orientation.target_line(view, tokens)
+    orientation.target_line(view, tokens, feature=True)
     limits = hosting.limits()
     if limits.candidates:
         st.info(

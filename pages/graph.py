@@ -53,7 +53,7 @@ elif tokens is not None:
     st.caption(
         "Each hop ranks the causes (or effects) of every feature found at the hop before and keeps the strongest edges."
     )
-    orientation.target_line(view, tokens)
+    orientation.target_line(view, tokens, feature=True)
     side, hops, budget = st.columns(3)
     direction = side.segmented_control(
         "Expand",
