@@ -150,6 +150,7 @@ def view() -> state.ViewState:
     """The current view; a page run without the entrypoint (see the module docstring) reruns through it."""
     current: state.ViewState | None = getattr(_run, "view", None)
     if current is None:
+        state.resend_widgets(runs=2)  # the rerun, then the one the browser asks for once it has switched pages
         navigation()
         st.rerun()  # raises: the rerun goes through the entrypoint
     return current

@@ -41,7 +41,7 @@ CONFIRM_RANKINGS = 20  # above this, the page asks before building (the default 
 POLL_S = 0.25  # how often a waiting page redraws its progress (and can be interrupted by the visitor's click)
 # A build nobody asked about for this long is cancelled: far above POLL_S, so that a rerun of the visitor's page
 # (seconds on a loaded server) does not cancel the build it is about to show.
-ABANDON_S = 30.0
+ABANDON_S = hosting.graph_abandon_s()
 _VISITOR = "_fl_visitor"  # session key: this session's id in the queue
 _CONFIRMED = "_fl_graph_confirmed"  # session key: the graph the visitor last confirmed
 

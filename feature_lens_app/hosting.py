@@ -8,10 +8,12 @@ read files from the server's disk through a "local SAE folder".
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
 from feature_lens_core import catalog
+from feature_lens_core.errors import FeatureLensError
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,29 @@ def ray_address() -> str | None:
     """The Ray cluster the app's long corpus runs go to (env var `FEATURE_LENS_RAY_ADDRESS`: `auto`, `local`,
     `HOST:PORT` or `ray://HOST:PORT`), or None to run them in this process."""
     return os.environ.get("FEATURE_LENS_RAY_ADDRESS", "").strip() or None
+
+
+GRAPH_ABANDON_S = 30.0
+
+
+def graph_abandon_s() -> float:
+    """Seconds a graph build is kept while no visitor's page asks about it (env var
+    `FEATURE_LENS_GRAPH_ABANDON_S`, default 30): past that, its visitor has closed the tab or left, and the
+    build is cancelled. A waiting page asks four times a second, but a rerun on a loaded server can take
+    seconds, so a value under 1 would cancel builds their visitor is still waiting for and is refused."""
+    text = os.environ.get("FEATURE_LENS_GRAPH_ABANDON_S", "").strip()
+    if not text:
+        return GRAPH_ABANDON_S
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 1 <= seconds < math.inf:
+        raise FeatureLensError(
+            f"FEATURE_LENS_GRAPH_ABANDON_S is {text!r}: give the seconds (1 or more) a graph build nobody's page "
+            "asks about is kept, or unset it for 30."
+        )
+    return seconds
 
 
 def model_allowed(model: str, limits: Limits) -> bool:

@@ -281,6 +281,7 @@ def to_params(view: ViewState) -> dict[str, str]:
 # ---------------------------------------------------------------- session side
 
 _WRITTEN = "_fl_written"  # the query parameters this session last wrote to the address bar
+_RESEND = "_fl_resend"  # runs left that send the widgets' values to the browser again (`resend_widgets`)
 TRAIL_LENGTH = 8
 
 
@@ -294,15 +295,19 @@ def start_session() -> None:
     overwritten by the session's newer one.
 
     Later runs also restore any value Streamlit dropped: it clears a widget's value when a run does not
-    draw it. `remember` keeps a copy outside the widgets for that.
+    draw it. `remember` keeps a copy outside the widgets for that. After `resend_widgets` they assign every
+    value again, so that the browser is sent it.
     """
     ss = st.session_state
     params = {key: st.query_params.get_all(key) for key in st.query_params}
     written = ss.get(_WRITTEN)
+    resend = ss.get(_RESEND, 0) > 0
+    if resend:
+        ss[_RESEND] -= 1
     if written is not None and (not params or _flat(params) == written):
         for key, value in ss.get("_fl_view", {}).items():
-            if key not in ss:
-                ss[key] = value
+            if key not in ss or resend:
+                ss[key] = ss.get(key, value)
         return
     view = parse(params)
     for key in KEYS:
@@ -311,6 +316,17 @@ def start_session() -> None:
     for recipe in direction_links.decode(view.recipes).values():
         add_link_recipe(recipe)
     ss["_fl_problems"] = list(view.problems)
+
+
+def resend_widgets(runs: int) -> None:
+    """Send the widgets' values to the browser again in the session's next `runs` runs.
+
+    For a session whose first run was the frame's fallback (`frame.view`): the browser, switching from the
+    legacy page to the navigation's, forgets the sidebar widgets' values after the first full run and shows
+    them empty (a blank prompt, feature 0), and would send those blanks back on the visitor's first click. A
+    value assigned through `st.session_state` is sent with the widget again, so the browser shows it.
+    """
+    st.session_state[_RESEND] = runs
 
 
 def _flat(params: Mapping[str, list[str]]) -> dict[str, str]:

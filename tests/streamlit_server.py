@@ -9,7 +9,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,15 +48,15 @@ def _free_port() -> int:
 
 
 @contextmanager
-def streamlit_server(hosted: bool = False) -> Iterator[Server]:
-    """The app on a free loopback port, offline, in hosted mode or not. Output goes to a file (a full pipe would
-    block it) that is shown if the server fails to start."""
+def streamlit_server(hosted: bool = False, env: Mapping[str, str] | None = None) -> Iterator[Server]:
+    """The app on a free loopback port, offline, in hosted mode or not, with the settings `env` adds to the
+    environment. Output goes to a file (a full pipe would block it) that is shown if the server fails to start."""
     port = _free_port()
     log = tempfile.NamedTemporaryFile("w+", prefix="streamlit-", suffix=".log", delete=False)  # noqa: SIM115
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    env.pop("FEATURE_LENS_HOSTED", None)
+    settings = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+    settings.pop("FEATURE_LENS_HOSTED", None)
     if hosted:
-        env["FEATURE_LENS_HOSTED"] = "1"
+        settings["FEATURE_LENS_HOSTED"] = "1"
     started = time.perf_counter()
     proc = subprocess.Popen(
         [
@@ -77,7 +77,7 @@ def streamlit_server(hosted: bool = False) -> Iterator[Server]:
             "none",
         ],
         cwd=ROOT,
-        env=env,
+        env=settings,
         stdout=log,
         stderr=subprocess.STDOUT,
     )

@@ -117,25 +117,46 @@ def test_back_from_another_page_returns_to_it(page, server: str) -> None:
     assert page.title().startswith("Explore")
 
 
-def test_a_deep_link_is_the_first_request_after_a_server_start(browser) -> None:
-    example = EXAMPLES[1]
-    query = urlencode(
-        {"prompt": example.prompt, "sae": example.sae, "feature": example.feature, "pos": example.position}
-    )
+_LINKED = EXAMPLES[1]
+
+
+@pytest.mark.parametrize(
+    ("path", "shown"),
+    [
+        (
+            "/feature?"
+            + urlencode(
+                {"prompt": _LINKED.prompt, "sae": _LINKED.sae, "feature": _LINKED.feature, "pos": _LINKED.position}
+            ),
+            (_LINKED.prompt, _LINKED.sae, _LINKED.feature),
+        ),
+        ("/feature", (EXAMPLES[0].prompt, EXAMPLES[0].sae, EXAMPLES[0].feature)),  # a bare page URL: the default view
+    ],
+    ids=["shared link", "bare page"],
+)
+def test_a_deep_link_is_the_first_request_after_a_server_start(browser, path: str, shown: tuple) -> None:
+    """The first request on a page URL runs that page alone (the frame's fallback, see `frame`): the page must
+    still get the navigation, and the sidebar must show the linked view, not blank widgets (the browser used
+    to forget their values when it switched to the navigation's page, and a click then sent the blanks)."""
+    prompt, sae, feature = shown
     with streamlit_server() as fresh:
         context = browser.new_context(viewport={"width": 1440, "height": 900})
         try:
             page = context.new_page()
-            page.goto(f"{fresh.url}/feature?{query}")
+            page.goto(fresh.url + path)
             helpers.wait_idle(page)
-            page.get_by_text(f"Feature #{example.feature} of {example.sae}").first.wait_for(timeout=WAIT_MS)
+            page.get_by_text(f"Feature #{feature} of {sae}").first.wait_for(timeout=WAIT_MS)
             links = page.get_by_test_id("stPageLink-NavLink")
             links.first.wait_for(timeout=WAIT_MS)
             assert all(links.filter(has_text=name).count() == 1 for name in ("Explore", "Feature", "How it works"))
             assert urlparse(page.url).path == "/feature"
-            assert helpers.params(page)["feature"] == str(example.feature)
-            feature = page.get_by_test_id("stSidebar").get_by_label("Feature", exact=True)
-            expect(feature).to_have_value(str(example.feature), timeout=WAIT_MS)
+            assert helpers.params(page)["feature"] == str(feature)
+            page.wait_for_timeout(SETTLE_MS)  # past the run the browser asks for once it has switched pages
+            helpers.wait_idle(page)
+            sidebar = page.get_by_test_id("stSidebar")
+            expect(sidebar.get_by_label("Feature", exact=True)).to_have_value(str(feature), timeout=WAIT_MS)
+            expect(sidebar.get_by_role("textbox", name="Prompt", exact=True)).to_have_value(prompt)
+            expect(sidebar.get_by_test_id("stMultiSelect").first).not_to_contain_text("Choose options")
             assert page.get_by_test_id("stSidebarNav").count() == 0  # no legacy list of files
             assert page.get_by_test_id("stException").count() == 0
         finally:

@@ -1,0 +1,89 @@
+"""A visitor who closes the tab while their graph is being built frees the server's queue for the next visitor.
+
+A real server (one worker builds the visitors' graphs in turn) with a short abandon time: visitor A starts a
+long activation-patching graph and closes the tab; visitor B's graph, queued behind it, is built;
+then A's graph asked for again starts from its first ranking, so A's build was cancelled, not finished.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from urllib.parse import urlencode
+
+import pytest
+
+from tests.browser import helpers
+from tests.streamlit_server import Server, need_browser, streamlit_server
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+ABANDON_S = 3
+WAIT_MS = helpers.WAIT_MS
+LONG_PROMPT = (
+    "Now is the winter of our discontent made glorious summer by this sun of York; and all the clouds that lour'd "
+    "upon our house in the deep bosom of the ocean buried. Now are our brows bound with victorious wreaths, our "
+    "bruised arms hung up for monuments."
+)
+DRAWN = re.compile(r"^\d+ nodes, \d+ edges\.$")  # the caption under a drawn graph
+
+
+@pytest.fixture(scope="module")
+def short_abandon_server() -> Iterator[Server]:
+    need_browser()
+    with streamlit_server(env={"FEATURE_LENS_GRAPH_ABANDON_S": str(ABANDON_S)}) as running:
+        yield running
+
+
+def _segment(page, label: str):
+    """The option `label` of one of the page's segmented controls."""
+    return page.get_by_test_id("stButtonGroup").get_by_text(label, exact=True)
+
+
+def _open_feature_graph(page, url: str) -> None:
+    page.goto(url)
+    helpers.wait_idle(page)
+    _segment(page, "The target feature").click()
+    helpers.wait_idle(page)
+
+
+def _ask_for_the_longest_graph(page) -> None:
+    """Both directions, the most hops and nodes: far more rankings than the page builds without asking."""
+    _segment(page, "Both").click()
+    helpers.wait_idle(page)
+    for slider in range(2):
+        page.get_by_test_id("stSlider").nth(slider).locator("input[type='range']").focus()  # visually hidden
+        page.keyboard.press("End")
+        helpers.wait_idle(page)
+    page.get_by_text("This graph is long", exact=False).wait_for(timeout=WAIT_MS)
+    page.get_by_role("button", name="Build it").click()
+
+
+def test_a_closed_tab_frees_the_queue_and_its_graph_is_not_finished(browser, short_abandon_server) -> None:
+    # 71 tokens, exact activation patching (no candidate cap on a local server): about half a second a ranking.
+    long_graph = f"{short_abandon_server.url}/graph?" + urlencode(
+        {"prompt": LONG_PROMPT, "sae": "L1.mlp_out", "feature": 445, "pos": 20, "method": "activation"}
+    )
+    first = browser.new_context(viewport={"width": 1440, "height": 900})
+    page = first.new_page()
+    _open_feature_graph(page, long_graph)
+    _ask_for_the_longest_graph(page)
+    page.get_by_text("Building the graph:", exact=False).wait_for(timeout=WAIT_MS)
+    first.close()  # visitor A leaves while their graph is being built
+
+    second = browser.new_context(viewport={"width": 1440, "height": 900})
+    try:
+        page = second.new_page()
+        _open_feature_graph(page, f"{short_abandon_server.url}/graph?method=attribution")  # the worked example
+        # B's default graph waits behind A's until A's build notices nobody asks about it and stops.
+        page.get_by_text(DRAWN).wait_for(timeout=WAIT_MS)
+        assert page.get_by_test_id("stException").count() == 0
+        assert page.get_by_test_id("stAlertContentError").count() == 0
+
+        _open_feature_graph(page, long_graph)
+        _ask_for_the_longest_graph(page)
+        # A finished graph would be drawn from the queue's results at once; a cancelled one starts again.
+        page.get_by_text("Building the graph:", exact=False).wait_for(timeout=WAIT_MS)
+        assert page.get_by_test_id("stAlertContentError").count() == 0
+    finally:
+        second.close()
