@@ -264,6 +264,22 @@ def graph_layout(nodes: pd.DataFrame, sae_order: list[str]) -> tuple[pd.DataFram
     return out.drop(columns="slot"), centres
 
 
+def node_caption(kind: str, feature: int, label: str) -> str:
+    """The few characters above a graph node: a feature's number, "err" for an error node, the predicted token for
+    a logit (its label is "logit ',' (p = 0.91)"), and nothing for a token node, which the x axis names.
+
+    >>> node_caption("feature", 924, ""), node_caption("logit", 11, "logit ',' (p = 0.91)")
+    ('#924', "','")
+    >>> node_caption("token", 7, "token ' thou'"), node_caption("error", 0, "")
+    ('', 'err')
+    """
+    if kind == "error":
+        return "err"
+    if kind == "logit":
+        return label.removeprefix("logit ").split(" (p = ")[0]
+    return "" if kind == "token" else f"#{feature}"
+
+
 def graph_chart(
     nodes: pd.DataFrame, edges: pd.DataFrame, sae_order: list[str], tokens: list[str], *, param: str = PICK
 ) -> alt.TopLevelMixin:
@@ -344,7 +360,9 @@ def graph_chart(
         )
         .add_params(pick)
     )
-    caption = ["err" if k == "error" else f"#{f}" for k, f in zip(placed["kind"], placed["feature"], strict=True)]
+    caption = [
+        node_caption(k, f, str(n)) for k, f, n in zip(placed["kind"], placed["feature"], placed["label"], strict=True)
+    ]
     captions = (
         alt.Chart(placed.assign(caption=caption))
         .mark_text(dy=-14, fontSize=10, color="#333333")

@@ -83,11 +83,13 @@ def kind_switch() -> None:
     )
 
 
-def token_choices(view: state.ViewState, tokens: list[str], top: pd.DataFrame | None = None) -> None:
-    """The token boxes and the model's top predictions at the position (`top`, by default computed), each a button
-    that picks it."""
+def token_choices(
+    view: state.ViewState, tokens: list[str], top: pd.DataFrame | None = None, *, boxes: DeltaGenerator
+) -> None:
+    """The token boxes (drawn in `boxes`, beside the kind switch, so that the chart starts higher) and the model's
+    top predictions at the position (`top`, by default computed), each a button that picks it."""
     diff = view.kind == "diff"
-    left, right = st.columns(2)
+    left, right = boxes.columns(2) if diff else (boxes, boxes)
     _token_box(
         left,
         "Token",
@@ -103,12 +105,14 @@ def token_choices(view: state.ViewState, tokens: list[str], top: pd.DataFrame | 
     if not 0 <= view.pos < len(tokens):
         return  # the ranking says which positions there are
     top = predictions(view.model, view.prompt, view.pos) if top is None else top
-    rows = [("token", "Token:" if diff else None)] + ([("other", "Against:")] if diff else [])
-    st.caption(f"The model's most probable next tokens after {plain(display_token(tokens[view.pos]))}:")
+    after = plain(display_token(tokens[view.pos]))
+    if diff:
+        st.caption(f"The model's most probable next tokens after {after}:")
+    rows = [("token", "**Token:**" if diff else f"Most probable after {after}:")]
+    rows += [("other", "**Against:**")] if diff else []
     for key, title in rows:
-        with st.container(horizontal=True, gap="small"):
-            if title:
-                st.markdown(f"**{title}**")
+        with st.container(horizontal=True, gap="small", vertical_alignment="center"):
+            st.markdown(title)
             for index, (token, probability) in enumerate(zip(top["token"], top["probability"], strict=True)):
                 st.button(
                     f"{plain(display_token(token))} {probability:.0%}",

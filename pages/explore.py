@@ -38,10 +38,12 @@ target = state.explored(view)
 directions: list[Direction] = view.directions if on_feature else ["upstream"]
 
 if tokens is not None:
-    logit_target.kind_switch()
+    switch, boxes = st.columns([5, 4] if view.kind == "diff" else [3, 2], vertical_alignment="bottom")
+    with switch:
+        logit_target.kind_switch()
     if not on_feature:
         with shown_errors("reading the model's predictions"):
-            logit_target.token_choices(view, tokens, None if early is None else early.predictions)
+            logit_target.token_choices(view, tokens, None if early is None else early.predictions, boxes=boxes)
     orientation.target_line(view, tokens, None if early is None else early.target_label)
     where = None
     if on_feature and early is None:
