@@ -19,6 +19,17 @@ st.caption(
     "difference of their mean activations) or upload one, then rank its causes and effects like any feature."
 )
 
+# Outside the form, so that the form shows only the inputs of the source chosen.
+source = st.radio(
+    "From",
+    ["prompts", "file"],
+    horizontal=True,
+    key="direction_source",
+    format_func={"prompts": "two sets of prompts", "file": "a .npy or .safetensors file"}.__getitem__,
+    help="The difference of two sets' mean activations, or a vector of your own.",
+)
+prompts_a = prompts_b = ""
+upload = None
 with st.form("new_direction"):
     layer_col, site_col, name_col = st.columns(3)
     n_layers = resources.layer_count(view.model)
@@ -29,21 +40,16 @@ with st.form("new_direction"):
         "Where", resources.direction_sites(), help="The activation within the block: residual stream, attention or MLP."
     )
     title = name_col.text_input("Name", "love-vs-war", max_chars=40, help="Shown in the SAE lists.")
-    source = st.radio(
-        "From",
-        ["prompts", "file"],
-        horizontal=True,
-        format_func={"prompts": "two sets of prompts", "file": "a .npy or .safetensors file"}.__getitem__,
-        help="The difference of two sets' mean activations, or a vector of your own.",
-    )
-    a_col, b_col = st.columns(2)
-    prompts_a = a_col.text_area("Set A (one prompt per line)", LOVE, key="direction_a", help="Where it points to.")
-    prompts_b = b_col.text_area(
-        "Set B (one prompt per line)", WAR, key="direction_b", help="Where it points away from."
-    )
-    upload = st.file_uploader(
-        "Direction file", type=["npy", "safetensors"], help="One vector as long as the activation at that place."
-    )
+    if source == "prompts":
+        a_col, b_col = st.columns(2)
+        prompts_a = a_col.text_area("Set A (one prompt per line)", LOVE, key="direction_a", help="Where it points to.")
+        prompts_b = b_col.text_area(
+            "Set B (one prompt per line)", WAR, key="direction_b", help="Where it points away from."
+        )
+    else:
+        upload = st.file_uploader(
+            "Direction file", type=["npy", "safetensors"], help="One vector as long as the activation at that place."
+        )
     made = st.form_submit_button("Add it as a feature", type="primary")
 
 if made:

@@ -95,3 +95,12 @@ def test_a_direction_from_a_file_the_server_lost_says_which_file_to_upload_again
     said = [e for e in errors(restarted) if "uploaded file" in e]
     assert len(said) == 1, errors(restarted)
     assert "blocks.1.hook_resid_pre" in said[0] and name.rsplit("#", 1)[-1] in said[0] and "'up'" in said[0]
+
+
+def test_the_form_shows_only_the_inputs_of_the_source_chosen(open_app) -> None:
+    at = open_app("directions")
+    assert [t.key for t in at.text_area if t.key and t.key.startswith("direction_")] == ["direction_a", "direction_b"]
+    at.radio(key="direction_source").set_value("file").run()
+    assert not [t for t in at.text_area if t.key and t.key.startswith("direction_")]
+    at.button[0].click().run()  # nothing uploaded yet
+    assert errors(at) == ["Choose a .npy or .safetensors file to upload."], errors(at)
