@@ -6,6 +6,17 @@ import re
 from urllib.parse import parse_qs, urlparse
 
 WAIT_MS = 120_000
+# A view whose largest target graph (both sides, 3 hops, 60 nodes) runs long: 71 tokens, and under 300 characters
+# so a hosted server takes it. With exact activation patching, about half a second a ranking locally.
+LONG_GRAPH_VIEW = {
+    "prompt": "Now is the winter of our discontent made glorious summer by this sun of York; and all the clouds that "
+    "lour'd upon our house in the deep bosom of the ocean buried. Now are our brows bound with victorious wreaths, "
+    "our bruised arms hung up for monuments.",
+    "sae": "L1.mlp_out",
+    "feature": "445",
+    "pos": "20",
+    "method": "activation",
+}
 
 
 def wait_idle(page) -> None:

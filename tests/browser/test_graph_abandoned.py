@@ -20,11 +20,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 ABANDON_S = 3
 WAIT_MS = helpers.WAIT_MS
-LONG_PROMPT = (
-    "Now is the winter of our discontent made glorious summer by this sun of York; and all the clouds that lour'd "
-    "upon our house in the deep bosom of the ocean buried. Now are our brows bound with victorious wreaths, our "
-    "bruised arms hung up for monuments."
-)
 DRAWN = re.compile(r"^\d+ nodes, \d+ edges\.$")  # the caption under a drawn graph
 
 
@@ -60,10 +55,7 @@ def _ask_for_the_longest_graph(page) -> None:
 
 
 def test_a_closed_tab_frees_the_queue_and_its_graph_is_not_finished(browser, short_abandon_server) -> None:
-    # 71 tokens, exact activation patching (no candidate cap on a local server): about half a second a ranking.
-    long_graph = f"{short_abandon_server.url}/graph?" + urlencode(
-        {"prompt": LONG_PROMPT, "sae": "L1.mlp_out", "feature": 445, "pos": 20, "method": "activation"}
-    )
+    long_graph = f"{short_abandon_server.url}/graph?" + urlencode(helpers.LONG_GRAPH_VIEW)  # local: no candidate cap
     first = browser.new_context(viewport={"width": 1440, "height": 900})
     page = first.new_page()
     _open_feature_graph(page, long_graph)
