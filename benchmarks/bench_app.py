@@ -4,9 +4,12 @@ Launches Debian's chromium with Playwright, then `streamlit run streamlit_app.py
 tests' server, tests/streamlit_server.py), and measures on the built-in model:
 
 - on the landing page (the next-token logit of the worked example): from launching the server to the first Vega
-  chart drawn, and from opening the page (once the server answers) to the first chart, which is what a visitor
-  waits for (drawn from shipped results while the model loads); then until the live results replace them;
-- a new session (a second browser tab) on the same, now cached, view: from opening it to its first chart;
+  chart drawn, and from opening the page (once the server answers) to the first chart on screen, which is what a
+  visitor waits for: the chart's picture (`feature_lens_app.pictures`) or the chart itself, whichever comes
+  first, and to the interactive chart (drawn from shipped results while the model loads); then until the live
+  results replace them;
+- a new session (a second browser tab) on the same, now cached, view: from opening it to its first chart on
+  screen, and to the interactive chart;
 - on the worked feature example (`?kind=feature`, both ranking charts):
 - from a click on another method in the sidebar to the ranking charts redrawn;
 - from a click on a bar (which makes that feature the target) to the ranking charts redrawn.
@@ -32,6 +35,7 @@ from playwright.sync_api import Page, sync_playwright
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the tests' helpers are imported from the checkout
 
+from feature_lens_app.pictures import ALT  # noqa: E402
 from tests.browser.helpers import WAIT_MS, bars, params, wait_idle  # noqa: E402
 from tests.streamlit_server import CHROMIUM, CHROMIUM_ARGS, need_browser, streamlit_server  # noqa: E402
 
@@ -47,6 +51,9 @@ LIVE = """() => {
     && !document.body.innerText.includes("Precomputed")
     && document.querySelectorAll("[data-testid='stVegaLiteChart'] path").length > 0;
 }"""
+# True once a chart is on screen: its picture (decoded and shown) or a drawn Vega mark.
+ON_SCREEN = """(alt) => [...document.images].some(i => i.alt === alt && i.naturalWidth > 0 && i.checkVisibility())
+  || document.querySelectorAll("[data-testid='stVegaLiteChart'] path").length > 0"""
 METHOD_LABELS = ("Direct attribution", "Activation patching", "Attribution patching")  # the landing page's is last
 # Records when Streamlit's script state changes (browser clock, ms), and returns the time now.
 WATCH = """() => {
@@ -127,17 +134,21 @@ def measure(repeats: int) -> dict:
             healthy = time.perf_counter() - server.started
             opened = time.perf_counter()
             page.goto(server.url + "/")
+            page.wait_for_function(ON_SCREEN, arg=ALT, timeout=WAIT_MS, polling=20)
+            page_to_chart = time.perf_counter() - opened
             page.get_by_test_id("stVegaLiteChart").first.locator("path").first.wait_for(timeout=WAIT_MS)
             first_chart = time.perf_counter() - server.started
-            page_to_chart = time.perf_counter() - opened
+            page_to_interactive = time.perf_counter() - opened
             page.wait_for_function(LIVE, timeout=WAIT_MS)
             live = time.perf_counter() - server.started
             wait_idle(page)
             second = page.context.new_page()
             opened = time.perf_counter()
             second.goto(server.url + "/")
-            second.get_by_test_id("stVegaLiteChart").first.locator("path").first.wait_for(timeout=WAIT_MS)
+            second.wait_for_function(ON_SCREEN, arg=ALT, timeout=WAIT_MS, polling=20)
             new_session = time.perf_counter() - opened
+            second.get_by_test_id("stVegaLiteChart").first.locator("path").first.wait_for(timeout=WAIT_MS)
+            new_session_interactive = time.perf_counter() - opened
             second.close()
             page.goto(server.url + "/?kind=feature")
             for chart in (1, 2):
@@ -159,8 +170,10 @@ def measure(repeats: int) -> dict:
         "server_healthy_s": healthy,
         "first_chart_s": first_chart,
         "page_open_to_first_chart_s": page_to_chart,
+        "page_open_to_interactive_chart_s": page_to_interactive,
         "live_results_s": live,
         "new_session_to_first_chart_s": new_session,
+        "new_session_to_interactive_chart_s": new_session_interactive,
         "method_change": methods,
         "target_change": targets,
         "method_change_median_s": _medians(methods),
@@ -191,9 +204,10 @@ def main() -> None:
         f"server healthy after {results['server_healthy_s']:.1f} s; first chart {results['first_chart_s']:.1f} s, "
         f"live results {results['live_results_s']:.1f} s after `streamlit run` (target <= "
         f"{FIRST_CHART_TARGET_S:g} s: {'met' if met['first_chart'] else 'NOT met'}); the page opened to its first "
-        f"chart in {results['page_open_to_first_chart_s']:.1f} s (target <= {PAGE_TO_CHART_TARGET_S:g} s); a new "
-        f"session on the cached view in {results['new_session_to_first_chart_s']:.2f} s (target <= "
-        f"{NEW_SESSION_TARGET_S:g} s)"
+        f"chart on screen in {results['page_open_to_first_chart_s']:.1f} s (target <= {PAGE_TO_CHART_TARGET_S:g} s), "
+        f"to the interactive chart in {results['page_open_to_interactive_chart_s']:.1f} s; a new session on the "
+        f"cached view in {results['new_session_to_first_chart_s']:.2f} s (target <= {NEW_SESSION_TARGET_S:g} s), "
+        f"interactive in {results['new_session_to_interactive_chart_s']:.2f} s"
     )
     for key, what in (("method_change", "changing the method"), ("target_change", "clicking a bar (new target)")):
         median = results[f"{key}_median_s"]

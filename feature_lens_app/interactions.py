@@ -12,7 +12,7 @@ import pandas as pd
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
-from feature_lens_app import charts, resources, state
+from feature_lens_app import charts, pictures, resources, state
 from feature_lens_app.markup import code, plain
 
 if TYPE_CHECKING:  # the connectome imports torch; the Explore page draws without it
@@ -89,17 +89,25 @@ def draw_chart(chart: alt.TopLevelMixin, where: DeltaGenerator | None = None, **
 
 
 def ranking_chart(frame: pd.DataFrame, title: str, key: str, extent: float) -> None:
-    """A ranked bar chart on the colour scale ±`extent`; clicking a bar makes it the new target."""
+    """A ranked bar chart on the colour scale ±`extent`; clicking a bar makes it the new target.
+
+    The chart sits in a container keyed by its digest (`pictures.container_key`), with its picture above it when
+    one was taken (the worked examples): the picture shows until the chart has drawn."""
     if frame.empty:
         st.info(f"{title}: nothing to rank. Add SAEs on this side of the target in the sidebar.")
         return
-    draw_chart(
-        charts.ranked_bars(frame, title, extent=extent),
-        key=key,
-        on_select=lambda: _pick_target(key, charts.PICK),
-        selection_mode=charts.PICK,
-        width="stretch",
-    )
+    spec = charts.ranked_bars(frame, title, extent=extent).to_dict(validate=False)  # see `draw_chart`
+    drawn = pictures.digest(spec)
+    with st.container(key=pictures.container_key(key, drawn)):
+        picture = pictures.markdown(drawn)
+        if picture is not None:
+            st.markdown(picture)
+            st.markdown(pictures.STYLE, unsafe_allow_html=True)
+
+        def pick() -> None:
+            _pick_target(key, charts.PICK)
+
+        st.vega_lite_chart(spec=spec, key=key, on_select=pick, selection_mode=charts.PICK, width="stretch")
 
 
 def downloads(frame: pd.DataFrame, stem: str, key: str) -> None:

@@ -11,6 +11,7 @@ from urllib.parse import urlencode, urlparse
 import pytest
 from playwright.sync_api import expect
 
+from feature_lens_app import pictures
 from feature_lens_app.examples import EXAMPLES
 from tests.streamlit_server import streamlit_server
 
@@ -186,14 +187,19 @@ def test_no_request_leaves_the_server(browser, server: str) -> None:
 
 
 def test_a_fresh_server_draws_the_shipped_chart_then_live_results_by_itself(browser) -> None:
-    """The landing page on a fresh server: a chart at once (from shipped results while the model loads), then,
-    with no click, the live results (the warm-up loads the model and the page's timer reruns it)."""
+    """The landing page on a fresh server: the chart's picture at once, then the chart itself in its place (from
+    shipped results while the model loads), then, with no click, the live results (the warm-up loads the model
+    and the page's timer reruns it)."""
     with streamlit_server() as fresh:
         context = browser.new_context(viewport={"width": 1440, "height": 900})
         try:
             page = context.new_page()
             page.goto(fresh.url + "/")
+            picture = page.get_by_alt_text(pictures.ALT)
+            picture.wait_for(state="visible", timeout=WAIT_MS)  # with the first message, before the chart library
+            assert picture.evaluate("image => image.naturalWidth") > 0
             helpers.bars(page, 0).first.wait_for(timeout=WAIT_MS)
+            expect(picture).to_be_hidden()  # the chart took its place
             shipped = page.get_by_text("Precomputed for this worked example", exact=False)
             expect(shipped).to_have_count(0, timeout=WAIT_MS)
             page.get_by_text("nodes ranked in", exact=False).first.wait_for(timeout=WAIT_MS)
