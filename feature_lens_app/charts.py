@@ -363,13 +363,17 @@ def graph_chart(
     caption = [
         node_caption(k, f, str(n)) for k, f, n in zip(placed["kind"], placed["feature"], placed["label"], strict=True)
     ]
-    captions = (
-        alt.Chart(placed.assign(caption=caption))
-        .mark_text(dy=-14, fontSize=10, color="#333333")
+    # Neighbouring nodes are about one caption apart: every other column's caption goes under its node.
+    below = (placed["x"] - 0.5).round().astype(int) % 2 == 1
+    captioned = alt.Chart(placed.assign(caption=caption, below=below))
+    captions = [
+        captioned.transform_filter(alt.datum.below == side)
+        .mark_text(dy=17 if side else -14, fontSize=10, color="#333333")
         .encode(x=x, y=y, text="caption:N")
-    )
+        for side in (False, True)
+    ]
     return readable(
-        (edge_layer + node_layer + captions).properties(
+        alt.layer(edge_layer, node_layer, *captions).properties(
             height=GRAPH_ROW * max(2, len(rows)),
             description="Feature graph: nodes by token and SAE, edges coloured and sized by their score",
         )

@@ -120,6 +120,11 @@ def test_graph_layout_gives_each_used_position_a_column_as_wide_as_its_most_crow
     assert pick["select"]["fields"] == ["sae", "feature", "position", "kind"]
     rules = next(layer for layer in spec["layer"] if layer["mark"]["type"] == "rule")
     assert {"x2", "y2", "strokeWidth", "color"} <= set(rules["encoding"])
+    # Captions of neighbouring columns sit on opposite sides of their nodes, so that they do not run together.
+    texts = [layer for layer in spec["layer"] if layer["mark"]["type"] == "text"]
+    assert sorted(layer["mark"]["dy"] for layer in texts) == [-14, 17]
+    rows = spec["datasets"][texts[0]["data"]["name"]]
+    assert {row["x"]: row["below"] for row in rows} == {0.5: False, 1.5: True, 2.5: False, 3.5: True}
 
 
 def test_cluster_map_selects_features() -> None:
