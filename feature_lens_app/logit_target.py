@@ -89,9 +89,9 @@ def token_choices(
     """The token boxes (drawn in `boxes`, beside the kind switch, so that the chart starts higher) and the model's
     top predictions at the position (`top`, by default computed), each a button that picks it."""
     diff = view.kind == "diff"
-    left, right = boxes.columns(2) if diff else (boxes, boxes)
+    places = boxes.columns(2) if diff else [boxes]
     _token_box(
-        left,
+        places[0],
         "Token",
         "token",
         "The predicted token whose logit is explained: exactly one token of the model's tokenizer (a word "
@@ -100,7 +100,7 @@ def token_choices(
     )
     if diff:
         _token_box(
-            right, "Against", "other", "The token it is compared with: the score is logit(token) - logit(against)."
+            places[1], "Against", "other", "The token it is compared with: the score is logit(token) - logit(against)."
         )
     if not 0 <= view.pos < len(tokens):
         return  # the ranking says which positions there are
