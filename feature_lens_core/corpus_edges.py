@@ -212,9 +212,9 @@ class CorpusEdges:
 
 
 def _summed(keys: Int[Tensor, " n"], values: Float[Tensor, " n"]) -> tuple[Int[Tensor, " u"], Float[Tensor, " u"]]:
-    """The distinct keys (sorted) and each one's values summed, in the order they come."""
-    unique, inverse = torch.unique(keys, return_inverse=True)
-    return unique, torch.zeros(len(unique), dtype=values.dtype).index_add_(0, inverse, values)
+    """The distinct keys (sorted) and each one's values summed, in the order they come: `_merged` into nothing."""
+    unique, (sums,) = _merged(keys[:0], (values[:0],), keys, (values,))
+    return unique, sums
 
 
 def _merged(
