@@ -10,9 +10,7 @@ container's digest. Pictures no chart has any more are removed. Each file is wri
 from __future__ import annotations
 
 import io
-import os
 import sys
-import tempfile
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -23,10 +21,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the tests' server is imported from the checkout
 
 from feature_lens_app import pictures, shipped, state  # noqa: E402
+from feature_lens_core.files import write_atomically  # noqa: E402
 from tests.browser.helpers import WAIT_MS  # noqa: E402
 from tests.streamlit_server import CHROMIUM, CHROMIUM_ARGS, need_browser, streamlit_server  # noqa: E402
 
-VIEWPORT = {"width": 1440, "height": 900}
 CHARTS = f"[class*='st-key-{pictures.KEY_PREFIX}_']"
 
 
@@ -40,20 +38,12 @@ def _small(png: bytes) -> bytes:
     return out.getvalue()
 
 
-def _write(target: Path, data: bytes) -> None:
-    handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    with os.fdopen(handle, "wb") as out:
-        out.write(data)
-    os.chmod(name, 0o644)
-    Path(name).replace(target)
-
-
 def take(view: state.ViewState, expected: int) -> dict[str, bytes]:
     """The `expected` ranking charts of `view` as a fresh server first draws them (from the shipped results),
     by digest."""
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_context(viewport=VIEWPORT, device_scale_factor=2).new_page()
+        page = browser.new_context(viewport={"width": 1440, "height": 900}, device_scale_factor=2).new_page()
         with streamlit_server() as server:
             page.goto(f"{server.url}/?{urlencode(state.to_params(view))}")
             drawn = f"{CHARTS} [data-testid='stVegaLiteChart'] path[aria-roledescription='bar']"
@@ -83,7 +73,7 @@ def main() -> None:
         found = shipped.lookup(view)
         assert found is not None, "a shipped view is missing: run `python -m feature_lens_app.shipped` first"
         for name, data in take(view, expected=len(found.rankings)).items():
-            _write(pictures.path(name), data)
+            write_atomically(pictures.path(name), lambda temporary, data=data: temporary.write_bytes(data))
             kept.add(name)
             print(f"{pictures.path(name).relative_to(ROOT)}: {len(data) / 1024:.0f} KiB")
     for old in pictures.FOLDER.glob("*.png"):
