@@ -37,7 +37,7 @@ def target_text(view: state.ViewState, token: str | None = None, label: str | No
 
 def labelled(frame: pd.DataFrame, model: str) -> pd.DataFrame:
     """Ranking rows with readable bar labels."""
-    return charts.add_labels(frame, lambda sae, feature: resources.label(model, sae, feature))
+    return charts.add_labels(frame, resources.labeller(model))
 
 
 def _pick_target(key: str, param: str, position: int | None = None) -> bool:

@@ -17,7 +17,7 @@ import hashlib
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -28,7 +28,7 @@ import streamlit as st
 import feature_lens_core as flc
 from feature_lens_app import direction_links, hosting, state
 from feature_lens_core import catalog
-from feature_lens_core.exclusive import exclusive, foreground
+from feature_lens_core.exclusive import Preempted, exclusive, foreground, preemptible
 from feature_lens_core.options import BaselineKind, Direction, Method
 
 # The core's modules that import torch, TransformerLens and SAE-Lens are reached as `flc.<module>` when first used,
@@ -309,11 +309,24 @@ def labels(model_name: str, sae_name: str) -> tuple[str, ...]:
 
 def label(model_name: str, sae_name: str, feature: int) -> str:
     """One feature's label, or "" (never raises: labels are decoration)."""
-    try:
-        names = labels(model_name, sae_name)
-    except flc.FeatureLensError:
-        return ""
-    return names[feature] if 0 <= feature < len(names) else ""
+    return labeller(model_name)(sae_name, feature)
+
+
+def labeller(model_name: str) -> Callable[[str, int], str]:
+    """`label` for many features of `model_name`: each SAE's labels are read from the cache once, not once a
+    feature (every read hashes its arguments: about a millisecond a row of a ranking)."""
+    read: dict[str, tuple[str, ...]] = {}
+
+    def label_of(sae_name: str, feature: int) -> str:
+        if sae_name not in read:
+            try:
+                read[sae_name] = labels(model_name, sae_name)
+            except flc.FeatureLensError:
+                read[sae_name] = ()
+        names = read[sae_name]
+        return names[feature] if 0 <= feature < len(names) else ""
+
+    return label_of
 
 
 @st.cache_data(max_entries=_ENTRIES, show_spinner=False)
@@ -362,12 +375,16 @@ class _Prefetcher:
 
     Switching the method is then a cache hit. Only the latest view's jobs are kept (a user clicking
     through targets makes older ones useless). A job starts only while no session's script is running
-    (`visible_work`), and jobs share the core's compute lock, so at most one ranking runs at a time and a
-    click waits at most for the job in flight. Off in hosted mode, where CPU is shared by every visitor.
+    (`visible_work`), and its ranking is preemptible work for the core's compute lock (`exclusive.preemptible`):
+    once a script starts, the job in flight gives up at its next pass instead of finishing (a ranking by
+    activation patching takes a second or more, which a click waited for, or shared the CPU with), and goes back
+    to the front of the line, unless a newer view's jobs replaced it meanwhile. Off in hosted mode, where CPU is
+    shared by every visitor.
     """
 
     def __init__(self) -> None:
         self._jobs: deque = deque()
+        self._submitted = 0  # how many times the jobs were replaced: a preempted job goes back only if they were not
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -380,23 +397,33 @@ class _Prefetcher:
         with self._lock:
             self._jobs.clear()
             self._jobs.extend(jobs)
+            self._submitted += 1
             if self._thread is None:
                 self._thread = threading.Thread(target=self._work, name="feature-lens-prefetch", daemon=True)
                 self._thread.start()
         self._wake.set()
 
     def _work(self) -> None:
-        while not self._stopping:
-            self._wake.wait()
-            with _scripts_done:  # the queue may change meanwhile: a job is taken only once scripts are done
-                _scripts_done.wait_for(lambda: _scripts_running == 0 or self._stopping)
-            with self._lock:
-                job = self._jobs.popleft() if self._jobs and not self._stopping else None
+        with preemptible():
+            while not self._stopping:
+                self._wake.wait()
+                with _scripts_done:  # the queue may change meanwhile: a job is taken only once scripts are done
+                    _scripts_done.wait_for(lambda: _scripts_running == 0 or self._stopping)
+                with self._lock:
+                    job = self._jobs.popleft() if self._jobs and not self._stopping else None
+                    submitted = self._submitted
+                    if job is None:
+                        self._wake.clear()
                 if job is None:
-                    self._wake.clear()
-            if job is not None:
-                with contextlib.suppress(Exception):  # a failure here is shown when the user asks for it
+                    continue
+                try:
                     job()
+                except Preempted:  # a script started: the job is done again once scripts are done
+                    with self._lock:
+                        if self._submitted == submitted and not self._stopping:
+                            self._jobs.appendleft(job)
+                except Exception:  # a failure here is shown when the user asks for it
+                    pass
 
     def stop(self) -> None:
         """Drop the queued jobs and wait for the running one to end."""

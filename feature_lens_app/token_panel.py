@@ -90,7 +90,8 @@ def active_features(view: state.ViewState, tokens: list[str], where: int) -> Non
     """The features of the target's SAE active at position `where`; clicking a row makes it the target."""
     acts = resources.activations(view.model, view.sae, view.prompt)
     here = acts.loc[acts["position"] == where].sort_values("activation", ascending=False).head(12)
-    here = here.assign(label=[resources.label(view.model, view.sae, int(f)) for f in here["feature"]])
+    label_of = resources.labeller(view.model)
+    here = here.assign(label=[label_of(view.sae, int(f)) for f in here["feature"]])
     st.markdown(
         f"**Features of {code(view.sae)} active at {plain(charts.display_token(tokens[where]))} (position {where})** "
         "· click a token in the strip to look elsewhere, click a row to make it the target"

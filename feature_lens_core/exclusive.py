@@ -19,6 +19,14 @@ ranking in flight finishes). It is never starved for good: it goes whenever no r
 A request that itself waits for background work (a page polling a build) steps aside with
 `waiting_for_background()`. A background thread must not hold anything a foreground request may wait for
 (another lock, a cache entry being computed) while it asks for this one.
+
+**Preemptible work gives way at once.** A thread inside `preemptible()` (the app's prefetching of rankings nobody
+asked for yet) goes last as background work does, and whenever it asks for the lock, for a new block or for a
+pass inside the block it holds, while a foreground request is open, it gets `Preempted` instead: its work is
+abandoned within one pass, where background work would finish the ranking in flight (a second or more of
+activation patching, which a click would wait for, or share the CPU with). As it never waits for the lock while
+a request is open, it may hold what a request waits for (the cache entry it computes): the request gets it once
+the preempted work has let go. The thread redoes the work later if it is still wanted.
 """
 
 from __future__ import annotations
@@ -27,6 +35,11 @@ import threading
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+
+class Preempted(BaseException):
+    """Raised in a `preemptible` thread that asks for the lock while a foreground request is open. A
+    BaseException, as Streamlit's own stop signals are: no `except Exception` on the way takes it for a failure."""
 
 
 class FairLock:
@@ -38,19 +51,25 @@ class FairLock:
         self._owner: int | None = None
         self._depth = 0
         self._open = 0  # threads inside a `foreground()` request
-        self._mine = threading.local()  # this thread's role: .background, .requests (open `foreground` blocks)
+        # This thread's role: .background, .preemptible, .requests (open `foreground` blocks).
+        self._mine = threading.local()
 
     def acquire(self) -> None:
         me = threading.get_ident()
+        preemptible = getattr(self._mine, "preemptible", False)
         with self._state:
+            if preemptible and self._open:
+                raise Preempted
             if self._owner == me:
                 self._depth += 1
                 return
-            entry = (me, getattr(self._mine, "background", False))
+            entry = (me, preemptible or getattr(self._mine, "background", False))
             self._queue.append(entry)
             try:
                 while not self._turn(entry):
                     self._state.wait()
+                    if preemptible and self._open:
+                        raise Preempted
             except BaseException:  # interrupted while waiting: leave the line so the next can go
                 self._queue.remove(entry)
                 self._state.notify_all()
@@ -83,6 +102,7 @@ class FairLock:
         with self._state:
             if before == 0 and change > 0:
                 self._open += 1
+                self._state.notify_all()  # preemptible work waiting in line gives up
             elif before > 0 and before + change == 0:
                 self._open -= 1
                 if self._open == 0:
@@ -108,6 +128,17 @@ class FairLock:
             self._count(held)
 
     @contextmanager
+    def preemptible(self) -> Iterator[None]:
+        """Inside the block this thread's work is preemptible (see the module docstring): asking for the lock
+        while a foreground request is open raises `Preempted`."""
+        before = getattr(self._mine, "preemptible", False)
+        self._mine.preemptible = True
+        try:
+            yield
+        finally:
+            self._mine.preemptible = before
+
+    @contextmanager
     def background(self) -> Iterator[None]:
         """This thread's turns at the lock inside the block come after other threads' and open requests'."""
         before = getattr(self._mine, "background", False)
@@ -123,6 +154,7 @@ _lock = FairLock()
 foreground = _lock.foreground
 waiting_for_background = _lock.waiting_for_background
 background = _lock.background
+preemptible = _lock.preemptible
 
 
 @contextmanager

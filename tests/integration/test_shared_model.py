@@ -1,9 +1,12 @@
 """The app's shared built-in model under concurrent use: threads doing what visitors' sessions do (rankings by
 every method, activations, dashboards, and requests that fail mid-pass) get what they get alone, and no hook
-is left on the model afterwards. The tiny-model version of this is tests/unit/test_ranking.py."""
+is left on the model afterwards, nor by a ranking given up mid-way for a visitor's request (the prefetcher's).
+The tiny-model version of this is tests/unit/test_ranking.py."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -13,7 +16,7 @@ import pytest
 
 import feature_lens_core as flc
 from feature_lens_app.examples import DEFAULT_SAES, EXAMPLES
-from feature_lens_core import feature_data
+from feature_lens_core import exclusive, feature_data
 from feature_lens_core.errors import FeatureLensError
 from feature_lens_core.options import DIRECTIONS, METHODS
 from tests.checks import assert_no_hooks
@@ -73,3 +76,38 @@ def test_concurrent_visitors_share_the_model_safely() -> None:
         _same(a, b)
     model = flc.load_model("toy")
     assert_no_hooks(model)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_a_ranking_preempted_mid_way_leaves_the_model_as_it_was(method: str) -> None:
+    """The prefetcher's ranking gives up at its next pass once a request opens (`exclusive.Preempted`): no hook
+    is left on the model, no weight stays frozen, and the ranking done again is the ranking done alone."""
+    model = flc.load_model("toy")
+    example = EXAMPLES[0]
+    saes = {name: flc.load_sae("toy", name) for name in DEFAULT_SAES}
+    rank = partial(
+        flc.rank, model, saes, example.prompt, flc.FeatureRef(example.sae, example.feature, example.position)
+    )
+    alone = rank(direction="upstream", method=method)
+    outcome: list[object] = []
+
+    def prefetch() -> None:
+        with exclusive.preemptible():
+            try:
+                outcome.append(rank(direction="upstream", method=method))
+            except exclusive.Preempted:
+                outcome.append("preempted")
+
+    worker = threading.Thread(target=prefetch)
+    worker.start()
+    while worker.is_alive() and exclusive._lock._owner != worker.ident:  # until it is inside the ranking
+        time.sleep(0.0005)
+    with exclusive.foreground():
+        worker.join(timeout=60)
+    assert len(outcome) == 1
+    assert method != "activation" or outcome == ["preempted"]  # 21 passes: it cannot end before the request
+    if isinstance(outcome[0], pd.DataFrame):  # a cheap method may have ended before the request opened
+        _same(alone, outcome[0])
+    assert_no_hooks(model)
+    assert all(p.requires_grad for p in model.parameters())
+    _same(alone, rank(direction="upstream", method=method))

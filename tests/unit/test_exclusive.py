@@ -1,6 +1,7 @@
 """The compute lock is re-entrant and first come, first served: a thread that lets go and asks again waits
 behind every thread already waiting (so a long job of many passes cannot keep another visitor out); background
-work goes after other threads and while no foreground request is open, and goes whenever none is."""
+work goes after other threads and while no foreground request is open, and goes whenever none is; preemptible work
+gives up, within one pass, once a request opens."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import time
 
 import pytest
 
-from feature_lens_core.exclusive import FairLock
+from feature_lens_core.exclusive import FairLock, Preempted
 
 
 def _wait_for(condition, timeout: float = 10.0) -> None:
@@ -190,3 +191,74 @@ def test_a_request_waiting_for_background_work_lets_it_go():
     for thread in (page, build):
         thread.join(timeout=10)
     assert open_requests == [0, 1, 0]
+
+
+def test_preemptible_work_gives_up_at_its_next_pass_once_a_request_opens():
+    lock, inside, opened, close = FairLock(), threading.Event(), threading.Event(), threading.Event()
+    outcome = []
+
+    def prefetch() -> None:
+        with lock.preemptible():
+            try:
+                lock.acquire()  # a ranking
+                try:
+                    inside.set()
+                    assert opened.wait(10)
+                    lock.acquire()  # its next pass
+                    outcome.append("finished")
+                finally:
+                    lock.release()
+            except Preempted:
+                outcome.append("preempted")
+            try:
+                lock.acquire()  # the same job asked for again while the request is still open
+            except Preempted:
+                outcome.append("preempted again")
+
+    def visitor() -> None:
+        with lock.foreground():
+            opened.set()
+            assert close.wait(10)
+
+    worker = threading.Thread(target=prefetch)
+    worker.start()
+    assert inside.wait(10)
+    click = threading.Thread(target=visitor)
+    click.start()
+    worker.join(timeout=10)
+    assert outcome == ["preempted", "preempted again"] and lock._owner is None  # the lock was given back
+    close.set()
+    click.join(timeout=10)
+
+
+def test_preemptible_work_waiting_in_line_gives_up_when_a_request_opens():
+    lock, opened, close, outcome = FairLock(), threading.Event(), threading.Event(), []
+
+    def prefetch() -> None:
+        with lock.preemptible():
+            try:
+                lock.acquire()
+                outcome.append("took it")
+                lock.release()
+            except Preempted:
+                outcome.append("preempted")
+
+    def visitor() -> None:
+        with lock.foreground():
+            opened.set()
+            assert close.wait(10)
+
+    lock.acquire()  # another thread's pass
+    worker = threading.Thread(target=prefetch)
+    worker.start()
+    _wait_for(lambda: _queued(lock, worker))
+    click = threading.Thread(target=visitor)
+    click.start()
+    worker.join(timeout=10)
+    assert outcome == ["preempted"] and not lock._queue  # it left the line
+    close.set()
+    click.join(timeout=10)
+    lock.release()
+    with lock.preemptible():
+        lock.acquire()  # no request open: it goes
+        lock.release()
