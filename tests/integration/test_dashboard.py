@@ -66,7 +66,9 @@ def test_histogram_counts_every_active_token_and_density_is_its_share(toy_model,
         assert board.n_active == n_active and sum(board.activations.counts) == n_active
         assert board.n_text == int(held_out.is_text.sum()) == 76_199  # 600 windows of 127, less one separator
         assert board.density == pytest.approx(n_active / board.n_text)
-        assert board.density == pytest.approx(float(shipped["density"][feature]), abs=1e-7)
+        # The shipped density was measured on the build machine: a token whose pre-activation sits within float
+        # error of the threshold can fall on the other side on another CPU (one token of feature 0 does).
+        assert board.density == pytest.approx(float(shipped["density"][feature]), abs=1.5 / board.n_text)
         assert board.mean_activation == pytest.approx(float(shipped["mean_activation"][feature]), rel=1e-4)
         edges = board.activations.edges
         assert edges[0] == 0.0 and edges[-1] == pytest.approx(float(dense.max()))
