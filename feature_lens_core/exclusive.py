@@ -34,7 +34,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 
 class Preempted(BaseException):
@@ -128,25 +128,23 @@ class FairLock:
             self._count(held)
 
     @contextmanager
-    def preemptible(self) -> Iterator[None]:
+    def _role(self, role: str) -> Iterator[None]:
+        """This thread has `role` ("background" or "preemptible") inside the block, and what it had after it."""
+        before = getattr(self._mine, role, False)
+        setattr(self._mine, role, True)
+        try:
+            yield
+        finally:
+            setattr(self._mine, role, before)
+
+    def preemptible(self) -> AbstractContextManager[None]:
         """Inside the block this thread's work is preemptible (see the module docstring): asking for the lock
         while a foreground request is open raises `Preempted`."""
-        before = getattr(self._mine, "preemptible", False)
-        self._mine.preemptible = True
-        try:
-            yield
-        finally:
-            self._mine.preemptible = before
+        return self._role("preemptible")
 
-    @contextmanager
-    def background(self) -> Iterator[None]:
+    def background(self) -> AbstractContextManager[None]:
         """This thread's turns at the lock inside the block come after other threads' and open requests'."""
-        before = getattr(self._mine, "background", False)
-        self._mine.background = True
-        try:
-            yield
-        finally:
-            self._mine.background = before
+        return self._role("background")
 
 
 _lock = FairLock()
