@@ -21,29 +21,31 @@ class Example:
 
 
 EXAMPLES: tuple[Example, ...] = (
-    # An MLP feature on the word after "art": what feeds it comes from " thou" itself and from attention.
+    # Each target's shipped label (read off the held-out plays) names the token it fires on here
+    # (tests/integration/test_labels.py), so the label a newcomer reads says what the example shows.
+    # A ' thou' feature: fed by a layer-0 ' thou' feature, feeding a layer-2 one (a three-layer chain of one word).
     Example(
         title="Wherefore art thou Romeo?",
         prompt="O Romeo, Romeo, wherefore art thou Romeo?",
         sae="L1.mlp_out",
-        feature=924,
+        feature=843,
         position=8,
     ),
-    # A feature that fires on names of people (" Juliet" here, " Romeo" elsewhere), mostly from the MLP below.
+    # A feature of the verb "to be" (' is', ' was', ' were'), on ' is' after ' Juliet'.
     Example(
         title="Juliet is the sun",
         prompt="But soft, what light through yonder window breaks? It is the east, and Juliet is the sun.",
         sae="L1.mlp_out",
-        feature=78,
-        position=21,
+        feature=282,
+        position=22,
     ),
-    # An attention feature that grows along the phrase "this sun of York", peaking on " York".
+    # A feature of possessive pronouns (' our', ' their', ' your'), on ' our' in "the winter of our discontent".
     Example(
-        title="The sun of York",
+        title="The winter of our discontent",
         prompt="Now is the winter of our discontent made glorious summer by this sun of York.",
-        sae="L1.attn_z",
-        feature=804,
-        position=18,
+        sae="L1.mlp_out",
+        feature=793,
+        position=6,
     ),
 )
 

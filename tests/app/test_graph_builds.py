@@ -8,6 +8,7 @@ import time
 import pytest
 
 from feature_lens_app import graph_builds
+from feature_lens_app.examples import EXAMPLES
 from tests.app.helpers import assert_healthy, charts, errors
 
 pytestmark = [pytest.mark.app, pytest.mark.slow]
@@ -33,7 +34,7 @@ def test_the_default_graph_builds_at_once_and_a_long_one_asks_first(open_app) ->
     assert graphs(at) and not [b for b in at.button if b.key == "graph_confirm"]  # 13 rankings: no question
     # The landing view's target is a logit; this graph is the sidebar's feature's, and its target line says so.
     (line,) = [m.value for m in at.markdown if m.value.startswith("**Target:**")]
-    assert "the feature **#924**" in line and "predicts" not in line, line
+    assert f"the feature **#{EXAMPLES[0].feature}**" in line and "predicts" not in line, line
     at.slider(key="graph_hops").set_value(3)
     at.slider(key="graph_budget").set_value(60).run()
     assert_healthy(at)

@@ -30,6 +30,15 @@ def test_a_worked_examples_target_is_labelled_by_what_it_fires_on_there(model, e
         assert evidence.text.startswith("' thou' after ' art'")
 
 
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda e: e.title)
+def test_a_worked_examples_shipped_label_names_the_token_it_fires_on_there(model, example) -> None:
+    # The label the app shows is the shipped one, read off the held-out plays, not the example's prompt: the
+    # examples are chosen so that it too starts with the token the target fires on in the example.
+    tokens = model.to_str_tokens(example.prompt)
+    label = feature_label(flc.load_sae("toy", example.sae), example.feature)
+    assert label.startswith(repr(tokens[example.position])), (label, tokens[example.position])
+
+
 def test_the_evidence_shares_are_a_recount_of_the_activations(model) -> None:
     sae = flc.load_sae("toy", "L1.mlp_out")
     acts = dashboard.corpus_activations(model, sae, dashboard.held_out_corpus(model))

@@ -21,6 +21,17 @@ def _wait_for(condition, timeout: float = 10.0) -> None:
         time.sleep(0.005)
 
 
+def _visitor(lock: FairLock, opened: threading.Event, close: threading.Event) -> threading.Thread:
+    """A visitor's script run (not started): its request opens (`opened` is set) and stays open until `close`."""
+
+    def run() -> None:
+        with lock.foreground():
+            opened.set()
+            assert close.wait(10)
+
+    return threading.Thread(target=run)
+
+
 def test_a_thread_can_take_the_lock_it_holds():
     lock = FairLock()
     lock.acquire()
@@ -149,15 +160,10 @@ def test_background_work_finishes_the_block_it_holds_and_waits_before_its_next()
             second.set()
             lock.release()
 
-    def visitor() -> None:
-        with lock.foreground():
-            opened.set()
-            assert close.wait(10)
-
     worker = threading.Thread(target=build)
     worker.start()
     assert inside.wait(10)
-    click = threading.Thread(target=visitor)
+    click = _visitor(lock, opened, close)
     click.start()
     assert nested.wait(10)
     _wait_for(lambda: _queued(lock, worker))
@@ -215,15 +221,10 @@ def test_preemptible_work_gives_up_at_its_next_pass_once_a_request_opens():
             except Preempted:
                 outcome.append("preempted again")
 
-    def visitor() -> None:
-        with lock.foreground():
-            opened.set()
-            assert close.wait(10)
-
     worker = threading.Thread(target=prefetch)
     worker.start()
     assert inside.wait(10)
-    click = threading.Thread(target=visitor)
+    click = _visitor(lock, opened, close)
     click.start()
     worker.join(timeout=10)
     assert outcome == ["preempted", "preempted again"] and lock._owner is None  # the lock was given back
@@ -243,16 +244,11 @@ def test_preemptible_work_waiting_in_line_gives_up_when_a_request_opens():
             except Preempted:
                 outcome.append("preempted")
 
-    def visitor() -> None:
-        with lock.foreground():
-            opened.set()
-            assert close.wait(10)
-
     lock.acquire()  # another thread's pass
     worker = threading.Thread(target=prefetch)
     worker.start()
     _wait_for(lambda: _queued(lock, worker))
-    click = threading.Thread(target=visitor)
+    click = _visitor(lock, opened, close)
     click.start()
     worker.join(timeout=10)
     assert outcome == ["preempted"] and not lock._queue  # it left the line
