@@ -8,8 +8,8 @@ tests' server, tests/streamlit_server.py), and measures on the built-in model:
   visitor waits for: the chart's picture (`feature_lens_app.pictures`) or the chart itself, whichever comes
   first, and to the interactive chart (drawn from shipped results while the model loads); then until the live
   results replace them;
-- a new session (a second browser tab) on the same, now cached, view: from opening it to its first chart on
-  screen, and to the interactive chart;
+- new sessions (browser tabs opened one after another) on the same, now cached, view: from opening each to its
+  first chart on screen, and to the interactive chart;
 - on the worked feature example (`?kind=feature`, both ranking charts):
 - from a click on another method in the sidebar to the ranking charts redrawn;
 - from a click on a bar (which makes that feature the target) to the ranking charts redrawn.
@@ -124,8 +124,9 @@ def _next_target(page: Page) -> tuple[int, int]:
     return chart, index
 
 
-def measure(repeats: int) -> dict:
-    """Cold start to the first chart, then `repeats` method changes and `repeats` target changes."""
+def measure(repeats: int, tabs: int) -> dict:
+    """Cold start to the first chart, `tabs` new sessions one after another, then `repeats` method changes and
+    `repeats` target changes."""
     need_browser()
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -142,14 +143,17 @@ def measure(repeats: int) -> dict:
             page.wait_for_function(LIVE, timeout=WAIT_MS)
             live = time.perf_counter() - server.started
             wait_idle(page)
-            second = page.context.new_page()
-            opened = time.perf_counter()
-            second.goto(server.url + "/")
-            second.wait_for_function(ON_SCREEN, arg=ALT, timeout=WAIT_MS, polling=20)
-            new_session = time.perf_counter() - opened
-            second.get_by_test_id("stVegaLiteChart").first.locator("path").first.wait_for(timeout=WAIT_MS)
-            new_session_interactive = time.perf_counter() - opened
-            second.close()
+            new_sessions, new_sessions_interactive = [], []
+            for _ in range(tabs):  # one at a time, each tab closed once its script has finished
+                second = page.context.new_page()
+                opened = time.perf_counter()
+                second.goto(server.url + "/")
+                second.wait_for_function(ON_SCREEN, arg=ALT, timeout=WAIT_MS, polling=20)
+                new_sessions.append(time.perf_counter() - opened)
+                second.get_by_test_id("stVegaLiteChart").first.locator("path").first.wait_for(timeout=WAIT_MS)
+                new_sessions_interactive.append(time.perf_counter() - opened)
+                wait_idle(second)
+                second.close()
             page.goto(server.url + "/?kind=feature")
             for chart in (1, 2):
                 bars(page, chart).first.wait_for(timeout=WAIT_MS)
@@ -172,8 +176,8 @@ def measure(repeats: int) -> dict:
         "page_open_to_first_chart_s": page_to_chart,
         "page_open_to_interactive_chart_s": page_to_interactive,
         "live_results_s": live,
-        "new_session_to_first_chart_s": new_session,
-        "new_session_to_interactive_chart_s": new_session_interactive,
+        "new_session_to_first_chart_s": new_sessions,
+        "new_session_to_interactive_chart_s": new_sessions_interactive,
         "method_change": methods,
         "target_change": targets,
         "method_change_median_s": _medians(methods),
@@ -188,15 +192,17 @@ def _medians(redraws: list[dict[str, float]]) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=6, help="method changes and target changes timed")
+    parser.add_argument("--tabs", type=int, default=5, help="new sessions on the cached view timed")
     args = parser.parse_args()
     results = {"date": datetime.date.today().isoformat(), "command": "python benchmarks/bench_app.py"}
-    results |= measure(args.repeats)
+    results |= measure(args.repeats, args.tabs)
+    # Every one within its target, not only the median: "a new session within 1 s", "any redraw within 0.5 s".
     results["targets_met"] = {
         "first_chart": results["first_chart_s"] <= FIRST_CHART_TARGET_S,
         "page_open_to_first_chart": results["page_open_to_first_chart_s"] <= PAGE_TO_CHART_TARGET_S,
-        "new_session": results["new_session_to_first_chart_s"] <= NEW_SESSION_TARGET_S,
-        "method_change": results["method_change_median_s"]["total"] <= REDRAW_TARGET_S,
-        "target_change": results["target_change_median_s"]["total"] <= REDRAW_TARGET_S,
+        "new_session": max(results["new_session_to_first_chart_s"]) <= NEW_SESSION_TARGET_S,
+        "method_change": max(r["total"] for r in results["method_change"]) <= REDRAW_TARGET_S,
+        "target_change": max(r["total"] for r in results["target_change"]) <= REDRAW_TARGET_S,
     }
     RESULTS.write_text(json.dumps(results, indent=2))
     met = results["targets_met"]
@@ -205,14 +211,20 @@ def main() -> None:
         f"live results {results['live_results_s']:.1f} s after `streamlit run` (target <= "
         f"{FIRST_CHART_TARGET_S:g} s: {'met' if met['first_chart'] else 'NOT met'}); the page opened to its first "
         f"chart on screen in {results['page_open_to_first_chart_s']:.1f} s (target <= {PAGE_TO_CHART_TARGET_S:g} s), "
-        f"to the interactive chart in {results['page_open_to_interactive_chart_s']:.1f} s; a new session on the "
-        f"cached view in {results['new_session_to_first_chart_s']:.2f} s (target <= {NEW_SESSION_TARGET_S:g} s), "
-        f"interactive in {results['new_session_to_interactive_chart_s']:.2f} s"
+        f"to the interactive chart in {results['page_open_to_interactive_chart_s']:.1f} s"
+    )
+    tabs = results["new_session_to_first_chart_s"]
+    print(
+        f"a new session on the cached view: first chart on screen in median {statistics.median(tabs):.2f} s, worst "
+        f"{max(tabs):.2f} s (target <= {NEW_SESSION_TARGET_S:g} s each: {'met' if met['new_session'] else 'NOT met'}); "
+        f"interactive in median {statistics.median(results['new_session_to_interactive_chart_s']):.2f} s; each: "
+        + ", ".join(f"{t:.2f}" for t in tabs)
     )
     for key, what in (("method_change", "changing the method"), ("target_change", "clicking a bar (new target)")):
         median = results[f"{key}_median_s"]
         print(
-            f"redraw after {what}: median {median['total']:.2f} s (target <= {REDRAW_TARGET_S:g} s: "
+            f"redraw after {what}: median {median['total']:.2f} s, worst {max(r['total'] for r in results[key]):.2f} s "
+            f"(target <= {REDRAW_TARGET_S:g} s each: "
             f"{'met' if met[key] else 'NOT met'}): {median['until_script_starts']:.2f} s until the script starts, "
             f"{median['script']:.2f} s script, {median['until_drawn']:.2f} s until drawn; each: "
             + ", ".join(f"{r['total']:.2f}" for r in results[key])

@@ -21,14 +21,16 @@ EDGE_FORMAT = {
 }
 
 
-def explore_feature(model: str, per_prompt: pd.DataFrame, sae: str, feature: int) -> None:
+def explore_feature(model: str, prompt_set: tuple[str, ...], per_prompt: pd.DataFrame, sae: str, feature: int) -> None:
     """Make a feature of an edge the target on Explore, on the prompt of the set where that edge is strongest, at
-    the token where the feature fires most there (a callback)."""
+    the token where the feature fires most there (a callback). `per_prompt` names each prompt by its index in
+    `prompt_set`."""
     if feature < 0:
         st.toast("An error node is what the SAE fails to explain; it cannot be a target.", icon=":material/info:")
         return
     rows = per_prompt.loc[(per_prompt["sae"] == sae) & (per_prompt["feature"] == feature)]
-    prompt = str(rows.loc[rows["score"].abs().idxmax(), "prompt"]) if len(rows) else st.session_state["prompt"]
+    strongest = rows.loc[rows["score"].abs().idxmax(), "prompt"] if len(rows) else None
+    prompt = prompt_set[int(strongest)] if strongest is not None else st.session_state["prompt"]
     acts = resources.activations(model, sae, prompt)
     fired = acts.loc[acts["feature"] == feature]
     position = int(fired.loc[fired["activation"].idxmax(), "position"]) if len(fired) else 0
@@ -37,14 +39,16 @@ def explore_feature(model: str, per_prompt: pd.DataFrame, sae: str, feature: int
     st.session_state[TO_EXPLORE] = True
 
 
-def _picked_edge(key: str, rows: pd.DataFrame, per_prompt: pd.DataFrame, model: str) -> None:
+def _picked_edge(
+    key: str, rows: pd.DataFrame, prompt_set: tuple[str, ...], per_prompt: pd.DataFrame, model: str
+) -> None:
     """Chart or table selection callback: the chosen edge's feature becomes the target on Explore."""
     picked = st.session_state.get(key)
     chosen = charts.selected_rows(picked, charts.PICK)
     if not chosen and picked is not None and "selection" in picked and picked["selection"].get("rows"):
         chosen = [rows.iloc[picked["selection"]["rows"][0]].to_dict()]
     if chosen:
-        explore_feature(model, per_prompt, str(chosen[0]["sae"]), int(chosen[0]["feature"]))
+        explore_feature(model, prompt_set, per_prompt, str(chosen[0]["sae"]), int(chosen[0]["feature"]))
 
 
 def edge_section(view: state.ViewState, prompt_set: tuple[str, ...], at: str, direction: Direction) -> None:
@@ -71,7 +75,7 @@ def edge_section(view: state.ViewState, prompt_set: tuple[str, ...], at: str, di
     interactions.draw_chart(
         charts.edge_frequency(edges.head(200)),
         key=chart_key,
-        on_select=lambda k=chart_key, r=shown, p=result.per_prompt: _picked_edge(k, r, p, view.model),
+        on_select=lambda k=chart_key, r=shown, p=result.per_prompt: _picked_edge(k, r, prompt_set, p, view.model),
         selection_mode=charts.PICK,
         width="stretch",
     )
@@ -85,7 +89,7 @@ def edge_section(view: state.ViewState, prompt_set: tuple[str, ...], at: str, di
     st.dataframe(
         shown,
         key=table_key,
-        on_select=lambda k=table_key, r=shown, p=result.per_prompt: _picked_edge(k, r, p, view.model),
+        on_select=lambda k=table_key, r=shown, p=result.per_prompt: _picked_edge(k, r, prompt_set, p, view.model),
         selection_mode="single-row",
         hide_index=True,
         width="stretch",

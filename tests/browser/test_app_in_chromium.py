@@ -7,9 +7,7 @@ lists its datum (SAE, feature, position, kind): tests click bars by what they sh
 
 from __future__ import annotations
 
-import os
 import re
-import time
 
 import pytest
 
@@ -17,8 +15,6 @@ from . import helpers
 from .helpers import WAIT_MS
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-FIRST_CHART_BUDGET_S = 60  # generous for 2 shared CPU cores; the measured figure is printed
 
 
 def _open_landing(page, server: str) -> None:
@@ -31,14 +27,12 @@ def _open_landing(page, server: str) -> None:
 
 def test_landing_page_renders_its_charts(page, server: str) -> None:
     _open_landing(page, server)
-    since_launch = time.perf_counter() - float(os.environ["FEATURE_LENS_TEST_SERVER_STARTED"])
-    print(f"\nfrom `streamlit run` to the landing page's charts: {since_launch:.1f} s")
+    # How soon: measured, not asserted (benchmarks/bench_app.py, benchmarks/RESULTS.md).
     assert page.get_by_test_id("stVegaLiteChart").count() >= 3
     assert helpers.bars(page, 1).count() > 0 and helpers.bars(page, 2).count() > 0
     assert page.get_by_test_id("stException").count() == 0
     assert page.get_by_test_id("stAlertContentError").count() == 0
     assert {"model", "saes", "prompt", "sae", "feature", "pos", "method"} <= set(helpers.params(page))
-    assert since_launch < FIRST_CHART_BUDGET_S
 
 
 def test_clicking_a_bar_moves_the_target(page, server: str) -> None:

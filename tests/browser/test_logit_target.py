@@ -13,6 +13,7 @@ from .helpers import WAIT_MS
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 POSITION = "7"  # ' art' in "wherefore art thou": the model predicts ' thou' at 91%
+FEATURE = "192"  # the L1.mlp_out feature most active there, so that the feature view has bars before the switch
 
 
 def _wait_for(page, **expected: str) -> None:
@@ -34,7 +35,9 @@ def _title(page) -> str:
 
 
 def test_switching_to_a_logit_and_back(page, server: str) -> None:
-    page.goto(f"{server}/?kind=feature&token=&pos={POSITION}")  # no token yet: the switch picks the top one
+    page.goto(
+        f"{server}/?kind=feature&token=&pos={POSITION}&feature={FEATURE}"
+    )  # no token yet: the switch picks the top one
     helpers.wait_idle(page)
     helpers.bars(page, 1).first.wait_for(timeout=WAIT_MS)
 

@@ -18,7 +18,8 @@ def test_clicking_an_edge_opens_its_feature_on_explore(page, server: str) -> Non
     points = chart.locator("path[aria-roledescription='point'], path[aria-roledescription='symbol']")
     points.first.wait_for(timeout=WAIT_MS)
     data = [helpers.datum(points.nth(index).get_attribute("aria-label") or "") for index in range(points.count())]
-    index = next(i for i, datum in enumerate(data) if datum.get("feature", "-1") != "-1")
+    # An error node's point is not a feature to open (its label shows the feature as "−1", a typographic minus).
+    index = next(i for i, datum in enumerate(data) if datum.get("node") != "error")
     points.nth(index).click()
     page.wait_for_function(
         "(f) => location.pathname === '/' && new URL(location.href).searchParams.get('feature') === f",
