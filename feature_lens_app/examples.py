@@ -18,34 +18,39 @@ class Example:
     sae: str
     feature: int
     position: int
+    story: str  # the guided tour's words for it (`feature_lens_app.tour`); a "#N" it cites leads a ranking there
 
 
 EXAMPLES: tuple[Example, ...] = (
     # Each target's shipped label (read off the held-out plays) names the token it fires on here
     # (tests/integration/test_labels.py), so the label a newcomer reads says what the example shows.
-    # A ' thou' feature: fed by a layer-0 ' thou' feature, feeding a layer-2 one (a three-layer chain of one word).
     Example(
         title="Wherefore art thou Romeo?",
         prompt="O Romeo, Romeo, wherefore art thou Romeo?",
         sae="L1.mlp_out",
         feature=843,
         position=8,
+        story="A feature that fires on ' thou'. What drives it is led by a layer-0 ' thou' feature (#834); what it "
+        "drives, by a layer-2 one (#685): one word carried through the layers. Click a bar to follow it; Back "
+        "returns.",
     ),
-    # A feature of the verb "to be" (' is', ' was', ' were'), on ' is' after ' Juliet'.
     Example(
         title="Juliet is the sun",
         prompt="But soft, what light through yonder window breaks? It is the east, and Juliet is the sun.",
         sae="L1.mlp_out",
         feature=282,
         position=22,
+        story="A feature of the verb \"to be\" (' is', ' was'), on ' is' after ' Juliet': fed by a layer-0 ' is' "
+        "feature (#826), feeding a layer-2 one (#415). Grey dashed bars are what the SAEs fail to explain.",
     ),
-    # A feature of possessive pronouns (' our', ' their', ' your'), on ' our' in "the winter of our discontent".
     Example(
         title="The winter of our discontent",
         prompt="Now is the winter of our discontent made glorious summer by this sun of York.",
         sae="L1.mlp_out",
         feature=793,
         position=6,
+        story="A feature of possessives (' our', ' their'), on ' our': driven by a layer-0 ' our' feature (#264), "
+        "it holds down (blue) a layer-2 feature of other possessives (#571: ' your', ' his', ' my').",
     ),
 )
 

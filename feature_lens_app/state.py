@@ -310,12 +310,18 @@ def start_session() -> None:
                 ss[key] = ss.get(key, value)
         return
     view = parse(params)
+    apply_view(view)
+    ss["_fl_problems"] = list(view.problems)
+
+
+def apply_view(view: ViewState) -> None:
+    """Give the widgets this view's values (also a callback: a link-like button that opens a whole view)."""
+    ss = st.session_state
     for key in KEYS:
         value = getattr(view, key)
         ss[key] = list(value) if key == "saes" else value
     for recipe in direction_links.decode(view.recipes).values():
         add_link_recipe(recipe)
-    ss["_fl_problems"] = list(view.problems)
 
 
 def resend_widgets(runs: int) -> None:

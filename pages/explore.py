@@ -15,6 +15,7 @@ from feature_lens_app import (
     shipped,
     state,
     token_panel,
+    tour,
     warmup,
 )
 from feature_lens_app.boundary import shown_errors
@@ -29,6 +30,7 @@ view = frame.view()
 on_feature = view.kind == "feature"
 st.title("A feature's causes and effects" if on_feature else "Why the model predicts a token", anchor=False)
 orientation.intro(view)
+tour.box(view)
 # On a fresh server the worked examples are drawn from their shipped results while the model loads.
 early = shipped.lookup(view) if warmup.model_loading(view.model) else None
 tokens = early.tokens if early is not None else loading.prompt_tokens(view)

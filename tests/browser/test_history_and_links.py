@@ -93,6 +93,25 @@ def test_back_and_forward_walk_three_bars_deep_and_back(page, server: str) -> No
     _wait_for_target(page, walk[3])
 
 
+def test_the_guided_tour_steps_forward_and_back_one_entry_each(page, server: str) -> None:
+    page.goto(server + "/")
+    helpers.wait_idle(page)
+    entries = page.evaluate("history.length")
+    seen = [_target(page) + (helpers.params(page)["kind"],)]
+    for example in EXAMPLES:
+        page.get_by_role("button", name="Next step").click()
+        _wait_for_target(page, (example.sae, str(example.feature), str(example.position)))
+        assert helpers.params(page)["prompt"] == example.prompt and helpers.params(page)["kind"] == "feature"
+        seen.append(_target(page) + ("feature",))
+    assert page.evaluate("history.length") == entries + len(EXAMPLES)
+    expect(page.get_by_role("link", name="Next: how it works")).to_be_visible()
+    for earlier in reversed(seen[:-1]):
+        page.go_back()
+        _wait_for_target(page, earlier[:3])
+        assert helpers.params(page)["kind"] == earlier[3]
+    expect(page.get_by_text(f"Guided tour, 1 of {len(EXAMPLES) + 1}.")).to_be_visible()
+
+
 def test_back_from_another_page_returns_to_it(page, server: str) -> None:
     page.goto(server + "/?kind=feature")
     helpers.wait_idle(page)
