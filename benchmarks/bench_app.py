@@ -16,7 +16,7 @@ tests' server, tests/streamlit_server.py), and measures on the built-in model:
 
 A redraw is done when Streamlit's script has finished and the upstream chart shows bars that differ from
 the ones before the click. Clicks come as soon as the page is idle (no pause in which background work could
-finish). Prints the medians and writes benchmarks/results_app.json.
+finish). Prints the medians and the worst, and writes benchmarks/results_app.json.
 """
 
 from __future__ import annotations

@@ -38,10 +38,17 @@ def steps() -> tuple[Step, ...]:
     )
 
 
-def step_of(view: state.ViewState) -> int | None:
-    """The index of the step whose view this is, or None."""
+def _drawn(view: state.ViewState) -> dict[str, str]:
+    """The parameters that decide what Explore draws: a feature view ignores the logit target's tokens, which the
+    "A feature" switch and the Examples list keep from the logit view they leave."""
     params = state.to_params(view)
-    return next((i for i, step in enumerate(steps()) if state.to_params(step.view) == params), None)
+    return params | {"token": "", "other": ""} if view.kind == "feature" else params
+
+
+def step_of(view: state.ViewState) -> int | None:
+    """The index of the step showing this view, or None."""
+    drawn = _drawn(view)
+    return next((i for i, step in enumerate(steps()) if _drawn(step.view) == drawn), None)
 
 
 def box(view: state.ViewState) -> None:

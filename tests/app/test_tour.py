@@ -17,11 +17,14 @@ from .helpers import assert_healthy
 pytestmark = [pytest.mark.app, pytest.mark.slow]
 
 
-def test_the_steps_are_the_shipped_views_landing_first() -> None:
+def test_the_steps_are_shipped_views_landing_first() -> None:
     # Shipped, so that on a fresh server every step is drawn at once while the model loads.
-    assert [s.view for s in tour.steps()] == shipped.views()
+    assert all(shipped.lookup(s.view) is not None for s in tour.steps())
     assert tour.steps()[0].view == state.DEFAULT and tour.step_of(state.DEFAULT) == 0
     assert tour.step_of(replace(state.DEFAULT, method="activation")) is None
+    # A feature view reached from the logit view keeps its token, and is still that step.
+    first = tour.steps()[1].view
+    assert tour.step_of(replace(first, token=",")) == 1 and tour.step_of(replace(first, pos=7)) is None
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda e: e.title)
@@ -30,9 +33,14 @@ def test_each_feature_a_story_cites_leads_a_ranking_of_its_view(example) -> None
     (step,) = [s for s in tour.steps() if s.story == example.story]
     entries = {json.dumps(e["view"], sort_keys=True): e for e in json.loads(shipped.RESULTS.read_text())}
     rankings = entries[json.dumps(state.to_params(step.view), sort_keys=True)]["rankings"]
-    cited = [int(n) for n in re.findall(r"#(\d+)", example.story)]
-    leading = {int(row["feature"]) for rows in rankings.values() for row in rows[:3]}
-    assert cited and set(cited) <= leading, (cited, leading)
+    # Each "#N" with the layer the story gives it ("a layer-0 ' thou' feature (#834)").
+    cited = {(f"L{layer}", int(n)) for layer, n in re.findall(r"layer-(\d)(?:(?!layer-)[^#])*#(\d+)", example.story)}
+    leading = {(row["sae"][:2], int(row["feature"])) for rows in rankings.values() for row in rows[:3]}
+    assert len(cited) == example.story.count("#") and cited <= leading, (cited, leading)
+    # What drives it leads upstream ("led by", "driven by", "fed by").
+    first_cited = min(cited, key=lambda c: example.story.index(f"#{c[1]}"))
+    top_upstream = next(row for row in rankings["upstream"] if row["feature"] >= 0)
+    assert (top_upstream["sae"][:2], int(top_upstream["feature"])) == first_cited
 
 
 def _markdown(at) -> str:

@@ -26,6 +26,24 @@ def wait_idle(page) -> None:
     page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=WAIT_MS)
 
 
+SETTLE_MS = 2500  # longer than any rewrite of the address bar after Back would take
+
+
+def wait_for_params(page, expected: dict[str, str]) -> None:
+    """Wait until the address bar holds these query parameters and the app has settled, and check that it still
+    holds them then (the app did not rewrite them)."""
+    page.wait_for_function(
+        "(want) => { const q = new URL(location.href).searchParams;"
+        " return Object.entries(want).every(([k, v]) => q.get(k) === v); }",
+        arg=expected,
+        timeout=WAIT_MS,
+    )
+    wait_idle(page)
+    page.wait_for_timeout(SETTLE_MS)
+    wait_idle(page)
+    assert {key: params(page).get(key) for key in expected} == expected
+
+
 def bars(page, chart: int):
     """The bars of a chart (for the token strip, its cells)."""
     marks = "path[aria-roledescription='bar'], path[aria-roledescription='rect mark']"

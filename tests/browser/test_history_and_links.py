@@ -19,7 +19,7 @@ from . import helpers
 from .helpers import WAIT_MS
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-SETTLE_MS = 2500  # longer than the 1.5 s after which the app used to rewrite the address bar after Back
+SETTLE_MS = helpers.SETTLE_MS
 
 
 def _target(page) -> tuple[str, str, str]:
@@ -56,15 +56,7 @@ def _click_a_feature_bar(page) -> tuple[str, str, str]:
 
 
 def _wait_for_target(page, target: tuple[str, str, str]) -> None:
-    page.wait_for_function(
-        "([s, f, p]) => { const q = new URL(location.href).searchParams;"
-        " return q.get('sae') === s && q.get('feature') === f && q.get('pos') === p; }",
-        arg=list(target),
-        timeout=WAIT_MS,
-    )
-    helpers.wait_idle(page)
-    page.wait_for_timeout(SETTLE_MS)
-    helpers.wait_idle(page)
+    helpers.wait_for_params(page, dict(zip(("sae", "feature", "pos"), target, strict=True)))
 
 
 def test_back_and_forward_walk_three_bars_deep_and_back(page, server: str) -> None:
@@ -94,21 +86,25 @@ def test_back_and_forward_walk_three_bars_deep_and_back(page, server: str) -> No
 
 
 def test_the_guided_tour_steps_forward_and_back_one_entry_each(page, server: str) -> None:
+    # The landing view and the first example share a target (they differ in kind, prompt is the same): the waits
+    # name every parameter that tells them apart.
     page.goto(server + "/")
     helpers.wait_idle(page)
     entries = page.evaluate("history.length")
-    seen = [_target(page) + (helpers.params(page)["kind"],)]
+    keys = ("prompt", "sae", "feature", "pos", "kind", "token")
+    seen = [{key: helpers.params(page)[key] for key in keys}]
     for example in EXAMPLES:
         page.get_by_role("button", name="Next step").click()
-        _wait_for_target(page, (example.sae, str(example.feature), str(example.position)))
-        assert helpers.params(page)["prompt"] == example.prompt and helpers.params(page)["kind"] == "feature"
-        seen.append(_target(page) + ("feature",))
+        step = {"prompt": example.prompt, "sae": example.sae, "feature": str(example.feature)}
+        step |= {"pos": str(example.position), "kind": "feature", "token": ""}
+        helpers.wait_for_params(page, step)
+        seen.append(step)
     assert page.evaluate("history.length") == entries + len(EXAMPLES)
     expect(page.get_by_role("link", name="Next: how it works")).to_be_visible()
     for earlier in reversed(seen[:-1]):
         page.go_back()
-        _wait_for_target(page, earlier[:3])
-        assert helpers.params(page)["kind"] == earlier[3]
+        helpers.wait_for_params(page, earlier)
+    assert seen[0]["kind"] == "logit"
     expect(page.get_by_text(f"Guided tour, 1 of {len(EXAMPLES) + 1}.")).to_be_visible()
 
 

@@ -8,26 +8,22 @@ import re
 import pytest
 from playwright.sync_api import expect
 
+from feature_lens_app.examples import EXAMPLES
+
 from . import helpers
 from .helpers import WAIT_MS
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 POSITION = "7"  # ' art' in "wherefore art thou": the model predicts ' thou' at 91%
-FEATURE = "192"  # the L1.mlp_out feature most active there, so that the feature view has bars before the switch
 
 
-def _wait_for(page, **expected: str) -> None:
-    page.wait_for_function(
-        "(want) => { const q = new URL(location.href).searchParams;"
-        " return Object.entries(want).every(([k, v]) => q.get(k) === v); }",
-        arg=expected,
-        timeout=WAIT_MS,
-    )
-    helpers.wait_idle(page)
-    page.wait_for_timeout(2500)  # longer than any rewrite of the address bar after Back would take
-    helpers.wait_idle(page)
-    query = helpers.params(page)
-    assert {key: query.get(key) for key in expected} == expected
+def _most_active_there() -> str:
+    """The landing SAE's feature most active at `POSITION`, so that the feature view has bars before the switch."""
+    import feature_lens_core as flc
+
+    acts = flc.activations(flc.load_model("toy"), flc.load_sae("toy", EXAMPLES[0].sae), EXAMPLES[0].prompt)
+    here = acts.loc[acts["position"] == int(POSITION)]
+    return str(int(here.loc[here["activation"].idxmax(), "feature"]))
 
 
 def _title(page) -> str:
@@ -35,14 +31,13 @@ def _title(page) -> str:
 
 
 def test_switching_to_a_logit_and_back(page, server: str) -> None:
-    page.goto(
-        f"{server}/?kind=feature&token=&pos={POSITION}&feature={FEATURE}"
-    )  # no token yet: the switch picks the top one
+    # No token yet: the switch picks the top one.
+    page.goto(f"{server}/?kind=feature&token=&pos={POSITION}&feature={_most_active_there()}")
     helpers.wait_idle(page)
     helpers.bars(page, 1).first.wait_for(timeout=WAIT_MS)
 
     page.get_by_test_id("stMain").get_by_text("A next-token logit").click()
-    _wait_for(page, kind="logit", token=" thou")
+    helpers.wait_for_params(page, {"kind": "logit", "token": " thou"})
     assert _title(page) == "Why the model predicts a token"
     choices = page.get_by_role("button", name=re.compile(r"^'.*' \d+%$"))
     expect(choices).to_have_count(8)
@@ -54,22 +49,24 @@ def test_switching_to_a_logit_and_back(page, server: str) -> None:
     choices.nth(1).click()
     page.wait_for_function("() => new URL(location.href).searchParams.get('token') !== ' thou'", timeout=WAIT_MS)
     second = helpers.params(page)["token"]
-    _wait_for(page, kind="logit", token=second)
+    helpers.wait_for_params(page, {"kind": "logit", "token": second})
 
     bars = helpers.bars(page, 0)
     bars.first.wait_for(timeout=WAIT_MS)
     data = [helpers.datum(bars.nth(index).get_attribute("aria-label") or "") for index in range(bars.count())]
     index = next(i for i, datum in enumerate(data) if datum.get("kind") == "feature")
     bars.nth(index).click()
-    _wait_for(page, kind="feature", feature=data[index]["feature"], pos=data[index]["position"])
+    helpers.wait_for_params(
+        page, {"kind": "feature", "feature": data[index]["feature"], "pos": data[index]["position"]}
+    )
     assert _title(page) == "A feature's causes and effects"
 
     page.go_back()
-    _wait_for(page, kind="logit", token=second)
+    helpers.wait_for_params(page, {"kind": "logit", "token": second})
     assert page.get_by_test_id("stMain").get_by_label("Token", exact=True).input_value() == second.replace("\n", "⏎")
     page.go_back()
-    _wait_for(page, kind="logit", token=" thou")
+    helpers.wait_for_params(page, {"kind": "logit", "token": " thou"})
     page.go_back()
-    _wait_for(page, kind="feature")
+    helpers.wait_for_params(page, {"kind": "feature"})
     assert _title(page) == "A feature's causes and effects"
     helpers.bars(page, 1).first.wait_for(timeout=WAIT_MS)  # the strip and both charts are back

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import pytest
 
+from feature_lens_app import circuits
+
 from . import helpers
 from .helpers import WAIT_MS
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
+PROMPTS = 12  # the page's default number of held-out prompts
 
 
 def test_clicking_an_edge_opens_its_feature_on_explore(page, server: str) -> None:
@@ -29,5 +32,6 @@ def test_clicking_an_edge_opens_its_feature_on_explore(page, server: str) -> Non
     helpers.wait_idle(page)
     query = helpers.params(page)
     assert query["sae"] == data[index]["SAE"] and query["kind"] == "feature"
+    assert query["prompt"] in circuits.prompts("held-out", PROMPTS, "")  # the prompt's text, not its index in the set
     assert page.get_by_test_id("stHeading").first.inner_text() == "A feature's causes and effects"
     helpers.bars(page, 1).first.wait_for(timeout=WAIT_MS)  # the feature fires on the prompt it was opened on
