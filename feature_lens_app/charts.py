@@ -8,6 +8,7 @@ the table and the CLI agree.
 
 from __future__ import annotations
 
+import ast
 import json
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -275,9 +276,26 @@ def graph_layout(nodes: pd.DataFrame, sae_order: list[str]) -> tuple[pd.DataFram
     return out.drop(columns="slot"), centres
 
 
+def logit_shown(label: str) -> tuple[str, str]:
+    r"""A logit node's label (the core writes "logit '\n' (p = 0.91)", the token as Python's repr) as the token
+    shown the way every other token is (`display_token`) and the rest.
+
+    >>> logit_shown("logit '\\n' (p = 0.91)"), logit_shown("logit ','")
+    (("'⏎'", ' (p = 0.91)'), ("','", ''))
+    """
+    text = label.removeprefix("logit ")
+    quoted, _, probability = text.rpartition(" (p = ") if " (p = " in text else (text, "", "")
+    try:
+        token = ast.literal_eval(quoted)
+    except (ValueError, SyntaxError):
+        return quoted, ""
+    rest = f" (p = {probability}" if probability else ""
+    return (display_token(token), rest) if isinstance(token, str) else (quoted, rest)
+
+
 def node_caption(kind: str, feature: int, label: str) -> str:
     """The few characters above a graph node: a feature's number, "err" for an error node, the predicted token for
-    a logit (its label is "logit ',' (p = 0.91)"), and nothing for a token node, which the x axis names.
+    a logit (`logit_shown`), and nothing for a token node, which the x axis names.
 
     >>> node_caption("feature", 924, ""), node_caption("logit", 11, "logit ',' (p = 0.91)")
     ('#924', "','")
@@ -287,7 +305,7 @@ def node_caption(kind: str, feature: int, label: str) -> str:
     if kind == "error":
         return "err"
     if kind == "logit":
-        return label.removeprefix("logit ").split(" (p = ")[0]
+        return logit_shown(label)[0]
     return "" if kind == "token" else f"#{feature}"
 
 

@@ -98,7 +98,7 @@ def _with_node_set(view: state.ViewState) -> state.ViewState:
 
 def _predictions(found: Graph) -> None:
     logits = found.nodes.loc[found.nodes.kind == "logit"]
-    likely = [str(label).removeprefix("logit ") for label in logits.label]
+    likely = ["".join(charts.logit_shown(str(label))) for label in logits.label]
     probable = [text for text in likely if not text.endswith("(p = 0.00)")]
     rest = len(likely) - len(probable)
     more = f", and {rest} more under 1% each" if rest else ""

@@ -19,7 +19,8 @@ def test_graph_page_opens_on_the_prediction_with_circuit_tracers_scores(open_app
     assert any(p["name"] == "pick" for p in spec["params"])
     assert [m.label for m in at.metric] == ["Replacement score", "Completeness score", "Faithfulness"]
     assert all(0 <= float(m.value.rstrip("%")) <= 100 for m in at.metric)
-    assert any("The model's next token" in m.value for m in at.markdown)
+    (said,) = [m.value for m in at.markdown if "The model's next token" in m.value]
+    assert "'⏎' (p = 0.91)" in said and "\\n" not in said, said  # a new line shown as every token shows it
     tables = [frame.value for frame in at.dataframe]
     edges = next(t for t in tables if {"source", "target", "score", "hop"} <= set(t.columns))
     assert len(edges) > 0
