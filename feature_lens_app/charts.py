@@ -283,14 +283,12 @@ def logit_shown(label: str) -> tuple[str, str]:
     >>> logit_shown("logit '\\n' (p = 0.91)"), logit_shown("logit ','")
     (("'⏎'", ' (p = 0.91)'), ("','", ''))
     """
-    text = label.removeprefix("logit ")
-    quoted, _, probability = text.rpartition(" (p = ") if " (p = " in text else (text, "", "")
+    quoted, sep, probability = label.removeprefix("logit ").partition(" (p = ")
     try:
         token = ast.literal_eval(quoted)
     except (ValueError, SyntaxError):
-        return quoted, ""
-    rest = f" (p = {probability}" if probability else ""
-    return (display_token(token), rest) if isinstance(token, str) else (quoted, rest)
+        token = None
+    return (display_token(token) if isinstance(token, str) else quoted), sep + probability
 
 
 def node_caption(kind: str, feature: int, label: str) -> str:

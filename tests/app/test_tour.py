@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import replace
 
@@ -31,8 +30,9 @@ def test_the_steps_are_shipped_views_landing_first() -> None:
 def test_each_feature_a_story_cites_leads_a_ranking_of_its_view(example) -> None:
     # The shipped rankings equal what the core computes now (tests/app/test_shipped.py), so this checks the words.
     (step,) = [s for s in tour.steps() if s.story == example.story]
-    entries = {json.dumps(e["view"], sort_keys=True): e for e in json.loads(shipped.RESULTS.read_text())}
-    rankings = entries[json.dumps(state.to_params(step.view), sort_keys=True)]["rankings"]
+    found = shipped.lookup(step.view)
+    assert found is not None
+    rankings = {direction: frame.to_dict("records") for direction, frame in found.rankings.items()}
     # Each "#N" with the layer the story gives it ("a layer-0 ' thou' feature (#834)").
     cited = {(f"L{layer}", int(n)) for layer, n in re.findall(r"layer-(\d)(?:(?!layer-)[^#])*#(\d+)", example.story)}
     leading = {(row["sae"][:2], int(row["feature"])) for rows in rankings.values() for row in rows[:3]}

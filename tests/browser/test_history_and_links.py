@@ -19,7 +19,6 @@ from . import helpers
 from .helpers import WAIT_MS
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-SETTLE_MS = helpers.SETTLE_MS
 
 
 def _target(page) -> tuple[str, str, str]:
@@ -118,7 +117,7 @@ def test_back_from_another_page_returns_to_it(page, server: str) -> None:
     link.click()
     page.wait_for_function("() => location.pathname === '/how_it_works'", timeout=WAIT_MS)
     helpers.wait_idle(page)
-    page.wait_for_timeout(SETTLE_MS)
+    page.wait_for_timeout(helpers.SETTLE_MS)
     assert page.title().startswith("How it works")
     # One entry: Streamlit's own bar cleared the query string, so a switch pushed a bare entry and then the
     # view's, and Back landed on the bare one, whose run rewrote the URL: Back never left the page.
@@ -128,7 +127,7 @@ def test_back_from_another_page_returns_to_it(page, server: str) -> None:
     page.wait_for_function("() => location.pathname === '/'", timeout=WAIT_MS)
     helpers.wait_idle(page)
     helpers.bars(page, 1).first.wait_for(timeout=WAIT_MS)
-    page.wait_for_timeout(SETTLE_MS)
+    page.wait_for_timeout(helpers.SETTLE_MS)
     assert urlparse(page.url).path in ("", "/")
     assert page.title().startswith("Explore")
 
@@ -167,7 +166,7 @@ def test_a_deep_link_is_the_first_request_after_a_server_start(browser, path: st
             assert all(links.filter(has_text=name).count() == 1 for name in ("Explore", "Feature", "How it works"))
             assert urlparse(page.url).path == "/feature"
             assert helpers.params(page)["feature"] == str(feature)
-            page.wait_for_timeout(SETTLE_MS)  # past the run the browser asks for once it has switched pages
+            page.wait_for_timeout(helpers.SETTLE_MS)  # past the run the browser asks for once it has switched pages
             helpers.wait_idle(page)
             sidebar = page.get_by_test_id("stSidebar")
             expect(sidebar.get_by_label("Feature", exact=True)).to_have_value(str(feature), timeout=WAIT_MS)
