@@ -24,7 +24,7 @@ from urllib.parse import urlencode
 from playwright.sync_api import Page, sync_playwright
 
 from benchmarks.bench_app import METHOD_LABELS, _next_target, _redraw_after
-from tests.browser.helpers import LONG_GRAPH_VIEW, WAIT_MS, bars, wait_idle
+from tests.browser.helpers import LONG_GRAPH_VIEW, WAIT_MS, ask_for_the_largest_graph, bars, wait_idle
 from tests.streamlit_server import CHROMIUM, CHROMIUM_ARGS, need_browser, streamlit_server
 
 TARGET_S = 2.0
@@ -55,15 +55,7 @@ def _start_long_graph(page: Page, url: str, method: str, smaller: int = 0) -> fl
     main = page.get_by_test_id("stMainBlockContainer")
     main.get_by_text("The target feature", exact=True).click()
     wait_idle(page)
-    main.get_by_text("Both", exact=True).click()
-    wait_idle(page)
-    for name in ("Hops", "Node budget"):
-        main.get_by_role("slider", name=name).press("End")
-        wait_idle(page)
-    for _ in range(smaller):
-        main.get_by_role("slider", name="Node budget").press("ArrowLeft")
-        wait_idle(page)
-    main.get_by_role("button", name="Build it").click()
+    ask_for_the_largest_graph(page, smaller=smaller)
     started = time.perf_counter()
     page.get_by_test_id("stProgress").first.wait_for(timeout=WAIT_MS)  # the build is under way
     return started

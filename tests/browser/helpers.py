@@ -5,7 +5,10 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qs, urlparse
 
+from feature_lens_core.connectome import graph_rankings
+
 WAIT_MS = 120_000
+GRAPH_MOST_HOPS, GRAPH_MOST_NODES = 3, 60  # the Circuit graph page's sliders at their ends (its node step is 2)
 # A view whose largest target graph (both sides, 3 hops, 60 nodes) runs long: 71 tokens, and under 300 characters
 # so a hosted server takes it. With exact activation patching, about half a second a ranking locally.
 LONG_GRAPH_VIEW = {
@@ -17,6 +20,27 @@ LONG_GRAPH_VIEW = {
     "pos": "20",
     "method": "activation",
 }
+
+
+def ask_for_the_largest_graph(page, *, smaller: int = 0) -> None:
+    """On the Circuit graph page showing the target feature's graph: both sides, the most hops and nodes (less
+    `smaller` steps of the node budget, so that each call can ask for a graph not built before), confirmed.
+
+    "Build it" is pressed only once the page asks about exactly that graph: a press on the question about an
+    earlier slider position (a rerun still on its way) would confirm that graph, not this one."""
+    main = page.get_by_test_id("stMainBlockContainer")
+    main.get_by_test_id("stButtonGroup").get_by_text("Both", exact=True).click()
+    wait_idle(page)
+    for name in ("Hops", "Node budget"):
+        main.get_by_role("slider", name=name).press("End")
+        wait_idle(page)
+    for _ in range(smaller):
+        main.get_by_role("slider", name="Node budget").press("ArrowLeft")
+        wait_idle(page)
+    rankings = graph_rankings(GRAPH_MOST_HOPS, GRAPH_MOST_NODES - 2 * smaller, "both")
+    main.get_by_text(f"This graph is long: up to {rankings} rankings", exact=False).wait_for(timeout=WAIT_MS)
+    wait_idle(page)
+    main.get_by_role("button", name="Build it").click()
 
 
 def wait_idle(page) -> None:

@@ -42,24 +42,12 @@ def _open_feature_graph(page, url: str) -> None:
     helpers.wait_idle(page)
 
 
-def _ask_for_the_longest_graph(page) -> None:
-    """Both directions, the most hops and nodes: far more rankings than the page builds without asking."""
-    _segment(page, "Both").click()
-    helpers.wait_idle(page)
-    for slider in range(2):
-        page.get_by_test_id("stSlider").nth(slider).locator("input[type='range']").focus()  # visually hidden
-        page.keyboard.press("End")
-        helpers.wait_idle(page)
-    page.get_by_text("This graph is long", exact=False).wait_for(timeout=WAIT_MS)
-    page.get_by_role("button", name="Build it").click()
-
-
 def test_a_closed_tab_frees_the_queue_and_its_graph_is_not_finished(browser, short_abandon_server) -> None:
     long_graph = f"{short_abandon_server.url}/graph?" + urlencode(helpers.LONG_GRAPH_VIEW)  # local: no candidate cap
     first = browser.new_context(viewport={"width": 1440, "height": 900})
     page = first.new_page()
     _open_feature_graph(page, long_graph)
-    _ask_for_the_longest_graph(page)
+    helpers.ask_for_the_largest_graph(page)
     page.get_by_text("Building the graph:", exact=False).wait_for(timeout=WAIT_MS)
     first.close()  # visitor A leaves while their graph is being built
 
@@ -73,7 +61,7 @@ def test_a_closed_tab_frees_the_queue_and_its_graph_is_not_finished(browser, sho
         assert page.get_by_test_id("stAlertContentError").count() == 0
 
         _open_feature_graph(page, long_graph)
-        _ask_for_the_longest_graph(page)
+        helpers.ask_for_the_largest_graph(page)
         # A finished graph would be drawn from the queue's results at once; a cancelled one starts again.
         page.get_by_text("Building the graph:", exact=False).wait_for(timeout=WAIT_MS)
         assert page.get_by_test_id("stAlertContentError").count() == 0
