@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import altair as alt
 import pandas as pd
 import streamlit as st
+from altair.utils import schemapi
 from streamlit.delta_generator import DeltaGenerator
 
 from feature_lens_app import charts, pictures, resources, state
@@ -19,10 +20,14 @@ if TYPE_CHECKING:  # the connectome imports torch; the Explore page draws withou
     from feature_lens_core.connectome import Graph
 
 OPEN_FEATURE = "open_feature"
+NUMBERS = {"activation": "%.3f", "score": "%+.4f"}  # printf formats, for data grids and plain tables alike
 NUMBER_FORMAT = {
-    "activation": st.column_config.NumberColumn(format="%.3f", help="How strongly the feature fires at its token"),
+    "activation": st.column_config.NumberColumn(
+        format=NUMBERS["activation"], help="How strongly the feature fires at its token"
+    ),
     "score": st.column_config.NumberColumn(
-        format="%+.4f", help="How much the target changes when this node is switched off (positive: it pushes it up)"
+        format=NUMBERS["score"],
+        help="How much the target changes when this node is switched off (positive: it pushes it up)",
     ),
 }
 
@@ -78,6 +83,11 @@ def follow_to_feature() -> None:
         st.switch_page("pages/feature.py")
 
 
+# Altair checks each schema object it makes against Vega-Lite's JSON schema ("debug mode"): about 5 ms a chart on
+# every run. The tests validate every builder's whole spec instead (see `draw_chart`).
+schemapi.disable_debug_mode()
+
+
 def draw_chart(chart: alt.TopLevelMixin, where: DeltaGenerator | None = None, **options: Any) -> Any:
     """Draw an Altair chart; `options` as for `st.vega_lite_chart` (key, on_select, width, height...).
 
@@ -108,6 +118,18 @@ def ranking_chart(frame: pd.DataFrame, title: str, key: str, extent: float) -> N
             _pick_target(key, charts.PICK)
 
         st.vega_lite_chart(spec=spec, key=key, on_select=pick, selection_mode=charts.PICK, width="stretch")
+
+
+def chart_as_table(rows: pd.DataFrame, key: str) -> None:
+    """A chart's rows as a plain HTML table, in an expander, for a keyboard or a screen reader.
+
+    The table is drawn only while the expander is open (it reruns the page when opened or closed), and the
+    expander keeps being open across views (`key` does not change with the view): a closed one costs the browser
+    nothing on each click, where a data grid in it was mounted on every redraw."""
+    box = st.expander("Show as a table", key=key, on_change="rerun")
+    if box.open:
+        numbers = {column: rows[column].map(form.__mod__) for column, form in NUMBERS.items() if column in rows}
+        box.table(rows.assign(**numbers), hide_index=True)
 
 
 def downloads(frame: pd.DataFrame, stem: str, key: str) -> None:

@@ -35,6 +35,11 @@ def _load() -> None:
         with contextlib.suppress(Exception):  # a failure is shown by the page that needs the model
             resources.saes(catalog.BUILTIN_MODEL, DEFAULT_SAES)
             resources.model(catalog.BUILTIN_MODEL)
+            # A downstream ranking's first forward-mode pass would load torch's decompositions: a click's first
+            # change of method or target waited half a second for it.
+            from feature_lens_core.methods import linear  # imports torch: not before the model has loaded
+
+            linear.load_forward_mode()
         # A full garbage collection (Python's own; Streamlit's after every run is off in .streamlit/config.toml)
         # walks over the half a million long-lived objects of torch, transformers and TransformerLens: about 0.3 s
         # on a 2-core machine. Freezing what exists once they are loaded leaves it only the objects made since.

@@ -70,13 +70,7 @@ if tokens is not None:
                 head = result.frame.head(CHART_BARS)
                 rows = head if early is not None else interactions.labelled(head, view.model)  # shipped: labelled
                 interactions.ranking_chart(rows, TITLES[direction], key, extent)
-                with st.expander("Show as a table"):  # the chart's rows for a keyboard or a screen reader
-                    st.dataframe(
-                        rows.loc[:, [c for c in TWIN_COLUMNS if c in rows]],
-                        hide_index=True,
-                        width="stretch",
-                        column_config=interactions.NUMBER_FORMAT,
-                    )
+                interactions.chart_as_table(rows.loc[:, [c for c in TWIN_COLUMNS if c in rows]], f"twin_{direction}")
                 shown[direction] = result.frame
                 ranked_in = (
                     f"Precomputed for this worked example (the first {len(result.frame)} of "

@@ -51,6 +51,13 @@ FROZEN = ("ln1.hook_scale", "ln2.hook_scale", "attn.hook_pattern")
 MEDIATING_KINDS = ("attn_z", "mlp_out", "transcoder")  # SAE kinds whose write hook is a whole block's output
 
 
+def load_forward_mode() -> None:
+    """Load what forward-mode autodiff loads on its first use in a process (torch imports its JVP decompositions
+    then, about 0.5 s), so that the first downstream ranking by a linear method does not wait for it."""
+    with fwad.dual_level():
+        fwad.make_dual(torch.zeros(()), torch.zeros(()))
+
+
 def held(act: Tensor) -> Tensor:
     """`act` at its clean value with no derivative: detached (backward) and without a tangent (forward mode)."""
     return fwad.unpack_dual(act).primal.detach()

@@ -52,8 +52,11 @@ def test_a_logit_target_ranks_what_the_core_ranks(open_app, method: str) -> None
     bars = [key for key in charts(at) if key.startswith("bars_")]
     assert [key.split("_")[1] for key in bars] == ["upstream"]
     _same_rows(_page_table(at), _core_ranking(flc.LogitRef(" thou", POSITION), method))
-    twin = at.dataframe[0].value  # the chart's table twin, for a keyboard or a screen reader: the bars' rows
-    assert twin["score"].tolist() == _page_table(at)["score"].head(len(twin)).tolist() and len(twin) == 12
+    at.session_state["twin_upstream"] = True  # open the chart's table twin, for a keyboard or a screen reader
+    at.run()
+    (twin,) = at.table  # the bars' rows
+    scores = _page_table(at)["score"].head(len(twin.value))
+    assert twin.value["score"].tolist() == [f"{score:+.4f}" for score in scores] and len(twin.value) == 12
     assert at.query_params["kind"] == "logit" and at.query_params["token"] == " thou"
 
 

@@ -126,3 +126,23 @@ def test_a_new_prompt_moves_a_target_that_no_longer_fires(open_app) -> None:
     assert at.session_state["sae"] == EXAMPLES[0].sae  # same SAE, a feature that fires on the last token
     assert at.session_state["pos"] == len(flc.load_model("toy").to_str_tokens(prompt)) - 1
     assert any(key.startswith("bars_") for key in charts(at))
+
+
+def test_a_charts_table_twin_is_drawn_only_while_open_and_lists_the_charts_bars(open_app) -> None:
+    from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
+
+    at = open_app(kind="feature")
+    assert [e.label for e in at.expander].count("Show as a table") == 2
+    assert not at.table  # closed: nothing drawn, so a click redraws no table nobody looks at
+    at.session_state["twin_upstream"] = True  # what opening the expander does
+    at.run()
+    assert_healthy(at)
+    (twin,) = at.table
+    (chart,) = [e for e in at.get("vega_lite_chart") if (e.key or "").startswith("bars_upstream")]
+    bars = convert_arrow_bytes_to_pandas_df(chart.proto.datasets[0].data.data)
+    rows = twin.value
+    assert rows["feature"].tolist() == bars["feature"].tolist()
+    assert rows["score"].tolist() == [f"{score:+.4f}" for score in bars["score"]]
+    # It stays open on the next view (another method here), so a keyboard user keeps their table.
+    at.sidebar.radio(key="method").set_value("direct").run()
+    assert len(at.table) == 1

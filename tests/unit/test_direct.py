@@ -97,3 +97,22 @@ def test_mlp_out_target_is_the_mlp_slope_with_frozen_ln2(model, saes, strongest)
         assert row.score == pytest.approx(-float((slope @ encoder).detach()), rel=1e-9, abs=1e-12)
         checked += 1
     assert checked > 10
+
+
+def test_load_forward_mode_leaves_nothing_for_the_first_downstream_pass_to_import() -> None:
+    """In a fresh process: after `load_forward_mode`, a downstream forward-mode pass imports no module."""
+    import subprocess
+    import sys
+
+    check = (
+        "import sys, torch, torch.autograd.forward_ad as fwad\n"
+        "from feature_lens_core.methods.linear import load_forward_mode\n"
+        "load_forward_mode()\n"
+        "before = set(sys.modules)\n"
+        "with fwad.dual_level():\n"
+        "    x = fwad.make_dual(torch.ones(3), torch.ones(3))\n"
+        "    torch.nn.functional.gelu(torch.nn.functional.layer_norm(x, (3,)))\n"
+        "print(sorted(set(sys.modules) - before))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=300, check=True)
+    assert done.stdout.strip() == "[]"
