@@ -3,6 +3,7 @@ neighbour button makes that feature the target; downloads give exactly the rows 
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -133,11 +134,13 @@ def chart_as_table(rows: pd.DataFrame, key: str) -> None:
 
 
 def downloads(frame: pd.DataFrame, stem: str, key: str) -> None:
-    """CSV and JSON downloads of exactly the rows shown (a download does not rerun the page: nothing changed)."""
+    """CSV and JSON downloads of exactly the rows shown (a download does not rerun the page: nothing changed).
+
+    Each file is made when its button is pressed, not on every run of the page."""
     left, right = st.columns(2)
     left.download_button(
         "Download CSV",
-        frame.to_csv(index=False),
+        functools.partial(frame.to_csv, index=False),
         f"{stem}.csv",
         "text/csv",
         key=f"{key}_csv",
@@ -145,10 +148,9 @@ def downloads(frame: pd.DataFrame, stem: str, key: str) -> None:
         on_click="ignore",
         help="The rows of the table, as comma-separated values",
     )
-    records = json.dumps(json.loads(frame.to_json(orient="records") or "[]"), indent=1)
     right.download_button(
         "Download JSON",
-        records,
+        lambda: json.dumps(json.loads(frame.to_json(orient="records") or "[]"), indent=1),
         f"{stem}.json",
         "application/json",
         key=f"{key}_json",

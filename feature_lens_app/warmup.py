@@ -15,7 +15,7 @@ import time
 
 import streamlit as st
 
-from feature_lens_app import resources
+from feature_lens_app import resources, state
 from feature_lens_app.examples import DEFAULT_SAES
 from feature_lens_core import catalog
 
@@ -66,6 +66,10 @@ def start() -> None:
 def rerun_when_loaded() -> None:
     """Poll (every half second, without blocking the page) and rerun the page once the model has loaded."""
     if _ready.is_set():
+        # The rerun draws the sidebar's number inputs with their bounds (the SAE's size, the prompt's length), and
+        # the browser then sometimes dropped their values and sent back 0s with the next click (1 session in 7):
+        # sending every value again makes it keep them.
+        state.resend_widgets(runs=2)
         st.rerun()
 
 

@@ -31,3 +31,9 @@ def sidebar_values(at: AppTest) -> dict[str, object]:
     """The user's inputs, by widget key."""
     keys = ["model", "saes", "prompt", "sae", "feature", "pos", "method", "baseline", "direction", "corrupt"]
     return {key: at.session_state[key] for key in keys if key in at.session_state}
+
+
+def open_expander(at: AppTest, key: str) -> AppTest:
+    """Open the expander keyed `key` (one that tracks its state and reruns the page), as a click on it does."""
+    at.session_state[key] = True
+    return at.run()

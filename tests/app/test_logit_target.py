@@ -13,7 +13,7 @@ from feature_lens_app.examples import DEFAULT_SAES, EXAMPLES
 from feature_lens_app.logit_target import PREDICTIONS
 from feature_lens_core import catalog
 
-from .helpers import assert_healthy, charts, errors
+from .helpers import assert_healthy, charts, errors, open_expander
 
 pytestmark = [pytest.mark.app, pytest.mark.slow]
 POSITION = 7  # ' art' in "wherefore art thou": the model predicts ' thou' at 91%
@@ -31,7 +31,7 @@ def _core_ranking(target: flc.Target, method: str) -> pd.DataFrame:
 
 
 def _page_table(at) -> pd.DataFrame:
-    table = at.dataframe[-1].value
+    table = open_expander(at, "explore_table").dataframe[-1].value
     assert set(table["direction"]) == {"upstream"}  # nothing is downstream of a logit
     return table.reset_index(drop=True)
 
@@ -52,9 +52,7 @@ def test_a_logit_target_ranks_what_the_core_ranks(open_app, method: str) -> None
     bars = [key for key in charts(at) if key.startswith("bars_")]
     assert [key.split("_")[1] for key in bars] == ["upstream"]
     _same_rows(_page_table(at), _core_ranking(flc.LogitRef(" thou", POSITION), method))
-    at.session_state["twin_upstream"] = True  # open the chart's table twin, for a keyboard or a screen reader
-    at.run()
-    (twin,) = at.table  # the bars' rows
+    (twin,) = open_expander(at, "twin_upstream").table  # the chart's twin, for a keyboard or a screen reader
     scores = _page_table(at)["score"].head(len(twin.value))
     assert twin.value["score"].tolist() == [f"{score:+.4f}" for score in scores] and len(twin.value) == 12
     assert at.query_params["kind"] == "logit" and at.query_params["token"] == " thou"

@@ -7,7 +7,7 @@ import pytest
 from feature_lens_app.examples import EXAMPLES
 from feature_lens_app.state import KEYS
 
-from .helpers import assert_healthy, charts, errors, sidebar_values
+from .helpers import assert_healthy, charts, errors, open_expander, sidebar_values
 
 pytestmark = [pytest.mark.app, pytest.mark.slow]
 
@@ -23,9 +23,11 @@ def test_landing_page_shows_the_worked_example(open_app) -> None:
         assert spec["params"][0]["name"] == "pick"
         assert spec["encoding"]["color"]["scale"]["domainMid"] == 0
     assert any(key.startswith("strip_") for key in specs), "the token strip is missing"
+    assert [b.label for b in at.get("download_button")] == ["Download CSV", "Download JSON"]
+    assert len(at.dataframe) == 1  # the features active at the target's token; the table is drawn once opened
+    open_expander(at, "explore_table")
     table = at.dataframe[-1].value
     assert len(table) > 0 and {"direction", "label", "score", "activation"} <= set(table.columns)
-    assert [b.label for b in at.get("download_button")] == ["Download CSV", "Download JSON"]
     # The whole view is in the URL, so the address bar is a shareable link.
     assert set(KEYS) <= set(at.query_params)
     assert at.query_params["prompt"] == EXAMPLES[0].prompt
@@ -134,8 +136,7 @@ def test_a_charts_table_twin_is_drawn_only_while_open_and_lists_the_charts_bars(
     at = open_app(kind="feature")
     assert [e.label for e in at.expander].count("Show as a table") == 2
     assert not at.table  # closed: nothing drawn, so a click redraws no table nobody looks at
-    at.session_state["twin_upstream"] = True  # what opening the expander does
-    at.run()
+    open_expander(at, "twin_upstream")
     assert_healthy(at)
     (twin,) = at.table
     (chart,) = [e for e in at.get("vega_lite_chart") if (e.key or "").startswith("bars_upstream")]

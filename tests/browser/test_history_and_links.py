@@ -203,7 +203,7 @@ def test_no_request_leaves_the_server(browser, server: str) -> None:
 def test_a_fresh_server_draws_the_shipped_chart_then_live_results_by_itself(browser) -> None:
     """The landing page on a fresh server: the chart's picture at once, then the chart itself in its place (from
     shipped results while the model loads), then, with no click, the live results (the warm-up loads the model
-    and the page's timer reruns it)."""
+    and the page's timer reruns it), whose first click keeps the target."""
     with streamlit_server() as fresh:
         context = browser.new_context(viewport={"width": 1440, "height": 900})
         try:
@@ -219,5 +219,11 @@ def test_a_fresh_server_draws_the_shipped_chart_then_live_results_by_itself(brow
             page.get_by_text("nodes ranked in", exact=False).first.wait_for(timeout=WAIT_MS)
             helpers.bars(page, 0).first.wait_for(timeout=WAIT_MS)
             assert page.get_by_test_id("stException").count() == 0
+            # The live rerun drew the sidebar's number boxes with their bounds; the browser must still hold their
+            # values, or a first click sends 0s (it did in 1 fresh session in 7, moving the target to position 0).
+            helpers.wait_idle(page)
+            view = helpers.params(page)
+            page.get_by_test_id("stSidebar").get_by_text("Direct attribution").click()
+            helpers.wait_for_params(page, {"method": "direct", "pos": view["pos"], "feature": view["feature"]})
         finally:
             context.close()
