@@ -23,7 +23,7 @@ from feature_lens_core.options import Direction
 
 CHART_BARS = 12  # bars per chart, so both charts fit above the fold at 1440x900
 TABLE_ROWS = 20  # rows per direction in the table unless every ranked node is asked for
-TWIN_COLUMNS = ["label", "sae", "kind", "feature", "token", "position", "activation", "score"]
+TWIN_COLUMNS = ["label", "activation", "score"]  # the label names the SAE, feature, token and position
 TITLES = {"upstream": "Upstream: what drives it", "downstream": "Downstream: what it drives"}
 
 view = frame.view()

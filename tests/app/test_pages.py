@@ -142,7 +142,7 @@ def test_a_charts_table_twin_is_drawn_only_while_open_and_lists_the_charts_bars(
     (chart,) = [e for e in at.get("vega_lite_chart") if (e.key or "").startswith("bars_upstream")]
     bars = convert_arrow_bytes_to_pandas_df(chart.proto.datasets[0].data.data)
     rows = twin.value
-    assert rows["feature"].tolist() == bars["feature"].tolist()
+    assert rows["label"].tolist() == bars["label"].tolist()
     assert rows["score"].tolist() == [f"{score:+.4f}" for score in bars["score"]]
     # It stays open on the next view (another method here), so a keyboard user keeps their table.
     at.sidebar.radio(key="method").set_value("direct").run()
