@@ -90,6 +90,7 @@ def _tab_title(page: str, view: state.ViewState) -> str:
 def _open(page: str) -> state.ViewState:
     """Page config, the view from the URL (first run, Back/Forward) or the widgets, and notices."""
     boundary.start_run()
+    warmup.resend_once_loaded()
     state.start_session()
     view = state.current()
     st.set_page_config(page_title=_tab_title(page, view), page_icon=FAVICON, layout="wide")

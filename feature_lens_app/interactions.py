@@ -121,16 +121,29 @@ def ranking_chart(frame: pd.DataFrame, title: str, key: str, extent: float) -> N
         st.vega_lite_chart(spec=spec, key=key, on_select=pick, selection_mode=charts.PICK, width="stretch")
 
 
-def chart_as_table(rows: pd.DataFrame, key: str) -> None:
-    """A chart's rows as a plain HTML table, in an expander, for a keyboard or a screen reader.
+def expander_drawn_when_open(label: str, key: str) -> DeltaGenerator | None:
+    """An expander whose contents the caller draws only while it is open (returned then, else None).
 
-    The table is drawn only while the expander is open (it reruns the page when opened or closed), and the
-    expander keeps being open across views (`key` does not change with the view): a closed one costs the browser
-    nothing on each click, where a data grid in it was mounted on every redraw."""
-    box = st.expander("Show as a table", key=key, on_change="rerun")
-    if box.open:
+    It tracks its state, so opening or closing it reruns the page, and it stays open from one view to the next:
+    `key` and `label` do not change with the view (both make the widget's identity), and a run that does not draw
+    it (an error in its place, another page) does not close it, since Streamlit drops an undrawn widget's state
+    and the copy kept here gives it back."""
+    kept = f"_fl_open_{key}"
+    if key not in st.session_state and st.session_state.get(kept):
+        st.session_state[key] = True
+    box = st.expander(label, key=key, on_change="rerun")
+    st.session_state[kept] = bool(box.open)
+    return box if box.open else None
+
+
+def chart_as_table(rows: pd.DataFrame, key: str) -> None:
+    """A chart's rows as a plain HTML table, for a keyboard or a screen reader, drawn only while its expander is
+    open (a data grid in a closed expander was mounted by the browser on every redraw all the same)."""
+    box = expander_drawn_when_open("Show as a table", key)
+    if box is not None:
         numbers = {column: rows[column].map(form.__mod__) for column, form in NUMBERS.items() if column in rows}
-        box.table(rows.assign(**numbers), hide_index=True)
+        texts = {column: rows[column].map(plain) for column in ("label", "token") if column in rows}
+        box.table(rows.assign(**numbers, **texts), hide_index=True)  # st.table renders markdown in its cells
 
 
 def downloads(frame: pd.DataFrame, stem: str, key: str) -> None:

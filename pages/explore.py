@@ -109,9 +109,9 @@ if shown:
     table = table if early is not None else interactions.labelled(table, view.model)
     columns = ["direction", "sae", "layer", "kind", "feature", "label", "token", "position", "activation", "score"]
     table = table.loc[:, [c for c in columns if c in table]]
-    # Drawn only while open, as the charts' twins are (`interactions.chart_as_table`); the downloads are the same rows.
-    box = st.expander(f"Show the table ({len(table)} rows)", key="explore_table", on_change="rerun")
-    if box.open:
+    box = interactions.expander_drawn_when_open("Show the table", "explore_table")
+    if box is not None:
         box.dataframe(table, hide_index=True, width="stretch", column_config=interactions.NUMBER_FORMAT)
+    st.caption(f"{len(table)} rows; the downloads below are these rows.")
     stem = f"{view.sae}-{view.feature}" if on_feature else view.kind
     interactions.downloads(table, f"feature-lens-{stem}-{view.pos}", key="explore")

@@ -53,8 +53,9 @@ MEDIATING_KINDS = ("attn_z", "mlp_out", "transcoder")  # SAE kinds whose write h
 
 def load_forward_mode() -> None:
     """Load what forward-mode autodiff loads on its first use in a process (torch imports its JVP decompositions
-    then, about 0.5 s), so that the first downstream ranking by a linear method does not wait for it."""
-    with fwad.dual_level():
+    then, about 0.5 s), so that the first downstream ranking by a linear method does not wait for it. Forward-mode
+    levels are the process's, so this holds the compute lock as every forward-mode pass does."""
+    with exclusive(), fwad.dual_level():
         fwad.make_dual(torch.zeros(()), torch.zeros(()))
 
 

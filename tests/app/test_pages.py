@@ -133,6 +133,8 @@ def test_a_new_prompt_moves_a_target_that_no_longer_fires(open_app) -> None:
 def test_a_charts_table_twin_is_drawn_only_while_open_and_lists_the_charts_bars(open_app) -> None:
     from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
 
+    from feature_lens_app.markup import plain
+
     at = open_app(kind="feature")
     assert [e.label for e in at.expander].count("Show as a table") == 2
     assert not at.table  # closed: nothing drawn, so a click redraws no table nobody looks at
@@ -142,8 +144,13 @@ def test_a_charts_table_twin_is_drawn_only_while_open_and_lists_the_charts_bars(
     (chart,) = [e for e in at.get("vega_lite_chart") if (e.key or "").startswith("bars_upstream")]
     bars = convert_arrow_bytes_to_pandas_df(chart.proto.datasets[0].data.data)
     rows = twin.value
-    assert rows["label"].tolist() == bars["label"].tolist()
+    assert rows["label"].tolist() == bars["label"].map(plain).tolist()  # escaped: a table cell renders markdown
     assert rows["score"].tolist() == [f"{score:+.4f}" for score in bars["score"]]
-    # It stays open on the next view (another method here), so a keyboard user keeps their table.
+    # It stays open on the next view (another method here), so a keyboard user keeps their table, and after a
+    # view that does not draw it (downstream only), which drops an undrawn widget's state.
     at.sidebar.radio(key="method").set_value("direct").run()
     assert len(at.table) == 1
+    at.sidebar.radio(key="direction").set_value("downstream").run()
+    assert not at.table
+    at.sidebar.radio(key="direction").set_value("both").run()
+    assert len(at.table) == 1 and not at.warning, [w.value for w in at.warning]

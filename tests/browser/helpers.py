@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qs, urlparse
 
+from playwright.sync_api import expect
+
 from feature_lens_core.connectome import graph_rankings
 
 WAIT_MS = 120_000
@@ -37,7 +39,9 @@ def ask_for_the_largest_graph(page, *, smaller: int = 0) -> None:
     for _ in range(smaller):
         main.get_by_role("slider", name="Node budget").press("ArrowLeft")
         wait_idle(page)
-    rankings = graph_rankings(GRAPH_MOST_HOPS, GRAPH_MOST_NODES - 2 * smaller, "both")
+    budget = GRAPH_MOST_NODES - 2 * smaller
+    expect(main.get_by_role("slider", name="Node budget")).to_have_value(str(budget), timeout=WAIT_MS)
+    rankings = graph_rankings(GRAPH_MOST_HOPS, budget, "both")  # two budgets can cost the same: the slider says which
     main.get_by_text(f"This graph is long: up to {rankings} rankings", exact=False).wait_for(timeout=WAIT_MS)
     wait_idle(page)
     main.get_by_role("button", name="Build it").click()
