@@ -2,7 +2,8 @@
 
 A real server (one worker builds the visitors' graphs in turn) with a short abandon time: visitor A starts a
 long activation-patching graph and closes the tab; visitor B's graph, queued behind it, is built;
-then A's graph asked for again starts from its first ranking, so A's build was cancelled, not finished.
+then A's graph asked for again is built anew (its page shows a progress bar) rather than drawn at once from the
+queue's results, so A's build was cancelled, not finished.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from urllib.parse import urlencode
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from tests.browser import helpers
 from tests.streamlit_server import Server, need_browser, streamlit_server
@@ -20,6 +22,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 ABANDON_S = 3
 WAIT_MS = helpers.WAIT_MS
+BUILDING = re.compile(r"^(Building the graph|Waiting for other visitors' graphs)")  # a graph build's progress bar
 DRAWN = re.compile(r"^\d+ nodes, \d+ edges\.$")  # the caption under a drawn graph
 
 
@@ -33,6 +36,11 @@ def short_abandon_server() -> Iterator[Server]:
 def _segment(page, label: str):
     """The option `label` of one of the page's segmented controls."""
     return page.get_by_test_id("stButtonGroup").get_by_text(label, exact=True)
+
+
+def _shown(page) -> str:
+    """The end of the page's text, for a failure message."""
+    return page.get_by_test_id("stMainBlockContainer").inner_text()[-2000:]
 
 
 def _open_feature_graph(page, url: str) -> None:
@@ -62,8 +70,15 @@ def test_a_closed_tab_frees_the_queue_and_its_graph_is_not_finished(browser, sho
 
         _open_feature_graph(page, long_graph)
         helpers.ask_for_the_largest_graph(page)
-        # A finished graph would be drawn from the queue's results at once; a cancelled one starts again.
-        page.get_by_text("Building the graph:", exact=False).wait_for(timeout=WAIT_MS)
+        # A finished graph would be drawn from the queue's results at once; a cancelled one is built again, which the
+        # page shows with the build's progress bar (queued or under way, before its first ranking or after) first.
+        built = page.get_by_text(BUILDING)
+        drawn = page.get_by_text(DRAWN)
+        try:
+            built.or_(drawn).first.wait_for(timeout=WAIT_MS)
+        except PlaywrightTimeout:
+            pytest.fail(f"Neither a build nor a graph after {WAIT_MS / 1000:.0f} s; the page showed:\n{_shown(page)}")
+        assert drawn.count() == 0, f"A's abandoned graph was finished and kept; the page showed:\n{_shown(page)}"
         assert page.get_by_test_id("stAlertContentError").count() == 0
     finally:
         second.close()
