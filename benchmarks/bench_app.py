@@ -14,6 +14,10 @@ tests' server, tests/streamlit_server.py), and measures on the built-in model:
 - from a click on another method in the sidebar to the ranking charts redrawn;
 - from a click on a bar (which makes that feature the target) to the ranking charts redrawn.
 
+A redraw is timed from the pointer's press, where a visitor's wait starts (the targets are judged on it), and from
+the test driver's click call, which adds Playwright's own checks before it presses (figures before 2026-12-04
+are from the call).
+
 A redraw is done when Streamlit's script has finished and the upstream chart shows bars that differ from
 the ones before the click. Clicks come as soon as the page is idle (no pause in which background work could
 finish). Prints the medians and the worst, and writes benchmarks/results_app.json.
@@ -55,10 +59,14 @@ LIVE = """() => {
 ON_SCREEN = """(alt) => [...document.images].some(i => i.alt === alt && i.naturalWidth > 0 && i.checkVisibility())
   || document.querySelectorAll("[data-testid='stVegaLiteChart'] path").length > 0"""
 METHOD_LABELS = ("Direct attribution", "Activation patching", "Attribution patching")  # the landing page's is last
-# Records when Streamlit's script state changes (browser clock, ms), and returns the time now.
+# Records when Streamlit's script state changes and when the pointer is pressed (browser clock, ms), and returns
+# the time now.
 WATCH = """() => {
   const app = document.querySelector("[data-testid='stApp']");
   window.benchStates = [];
+  window.benchPressed = null;
+  window.addEventListener("pointerdown", () => { window.benchPressed ??= performance.now(); },
+    {capture: true, once: true});
   if (window.benchObserver) window.benchObserver.disconnect();
   window.benchObserver = new MutationObserver(() =>
     window.benchStates.push([performance.now(), app.getAttribute("data-test-script-state")]));
@@ -85,8 +93,11 @@ def _datum(label: str) -> dict[str, str]:
 
 
 def _redraw_after(page: Page, click) -> dict[str, float]:
-    """Seconds from `click()` to the ranking charts redrawn, and how they divide (browser clock): until the
-    script starts, the script's run on the server (until its last state change), then until the bars show."""
+    """Seconds from `click()` to the ranking charts redrawn (`total`), from the pointer's press, which is where a
+    visitor's wait starts (`pressed`: Playwright first finds the element, scrolls to it and waits until it has
+    not moved for two animation frames), and how they divide (browser clock): until the script starts, the
+    script's run (until its last state change, the browser having drawn what the server sent), then until the
+    bars show."""
     before = _first_label(page)
     clicked = page.evaluate(WATCH)
     start = time.perf_counter()
@@ -94,10 +105,12 @@ def _redraw_after(page: Page, click) -> dict[str, float]:
     done = page.wait_for_function(REDRAWN, arg=before, timeout=WAIT_MS).json_value()
     total = time.perf_counter() - start
     states = page.evaluate("() => window.benchStates")
+    pressed = page.evaluate("() => window.benchPressed")
     running = [t for t, state in states if state == "running"]
     finished = states[-1][0] if states else done
     return {
         "total": total,
+        "pressed": (done - pressed) / 1e3,
         "until_script_starts": ((running[0] if running else finished) - clicked) / 1e3,
         "script": (finished - (running[0] if running else finished)) / 1e3,
         "until_drawn": (done - finished) / 1e3,
@@ -201,8 +214,8 @@ def main() -> None:
         "first_chart": results["first_chart_s"] <= FIRST_CHART_TARGET_S,
         "page_open_to_first_chart": results["page_open_to_first_chart_s"] <= PAGE_TO_CHART_TARGET_S,
         "new_session": max(results["new_session_to_first_chart_s"]) <= NEW_SESSION_TARGET_S,
-        "method_change": max(r["total"] for r in results["method_change"]) <= REDRAW_TARGET_S,
-        "target_change": max(r["total"] for r in results["target_change"]) <= REDRAW_TARGET_S,
+        "method_change": max(r["pressed"] for r in results["method_change"]) <= REDRAW_TARGET_S,
+        "target_change": max(r["pressed"] for r in results["target_change"]) <= REDRAW_TARGET_S,
     }
     RESULTS.write_text(json.dumps(results, indent=2))
     met = results["targets_met"]
@@ -223,10 +236,14 @@ def main() -> None:
     for key, what in (("method_change", "changing the method"), ("target_change", "clicking a bar (new target)")):
         median = results[f"{key}_median_s"]
         print(
-            f"redraw after {what}: median {median['total']:.2f} s, worst {max(r['total'] for r in results[key]):.2f} s "
-            f"(target <= {REDRAW_TARGET_S:g} s each: "
-            f"{'met' if met[key] else 'NOT met'}): {median['until_script_starts']:.2f} s until the script starts, "
-            f"{median['script']:.2f} s script, {median['until_drawn']:.2f} s until drawn; each: "
+            f"redraw after {what}, from the press: median {median['pressed']:.2f} s, worst "
+            f"{max(r['pressed'] for r in results[key]):.2f} s (target <= {REDRAW_TARGET_S:g} s each: "
+            f"{'met' if met[key] else 'NOT met'}); each: " + ", ".join(f"{r['pressed']:.2f}" for r in results[key])
+        )
+        print(
+            f"  from the driver's click: median {median['total']:.2f} s, worst "
+            f"{max(r['total'] for r in results[key]):.2f} s: {median['until_script_starts']:.2f} s until the script "
+            f"starts, {median['script']:.2f} s script, {median['until_drawn']:.2f} s until drawn; each: "
             + ", ".join(f"{r['total']:.2f}" for r in results[key])
         )
     print(f"written to {RESULTS.relative_to(ROOT)}")

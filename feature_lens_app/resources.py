@@ -14,6 +14,8 @@ import atexit
 import contextlib
 import functools
 import hashlib
+import os
+import sys
 import threading
 import time
 from collections import deque
@@ -370,6 +372,22 @@ def visible_work() -> Iterator[None]:
             _scripts_done.notify_all()
 
 
+LOWEST_PRIORITY = 19  # the nice value of the prefetcher's thread
+
+
+def lowest_cpu_priority() -> None:
+    """Give the calling thread the lowest CPU priority (nice 19), on Linux; elsewhere do nothing.
+
+    Linux keeps a nice value per thread, and a thread starts with its creator's, so the compute threads that
+    torch's OpenMP starts for this thread's first parallel operation get it too. Elsewhere the call would lower
+    the whole process. The thread's work then takes only the CPU that the browser drawing a page and the
+    visitors' scripts leave: on the project's 2 cores, a click's redraw shared them with the prefetch of the
+    view before (benchmarks/RESULTS.md). Raising a nice value needs no privilege; the call is not undone.
+    """
+    if sys.platform == "linux":
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOWEST_PRIORITY)
+
+
 class _Prefetcher:
     """One background thread that fills the result cache for the methods the user has not picked yet.
 
@@ -378,8 +396,9 @@ class _Prefetcher:
     (`visible_work`), and its ranking is preemptible work for the core's compute lock (`exclusive.preemptible`):
     once a script starts, the job in flight gives up at its next pass instead of finishing (a ranking by
     activation patching takes a second or more, which a click waited for, or shared the CPU with), and goes back
-    to the front of the line, unless a newer view's jobs replaced it meanwhile. Off in hosted mode, where CPU is
-    shared by every visitor.
+    to the front of the line, unless a newer view's jobs replaced it meanwhile. The thread runs at the lowest CPU
+    priority (`lowest_cpu_priority`), so that it uses only CPU time nothing else wants. Off in hosted mode,
+    where CPU is shared by every visitor.
     """
 
     def __init__(self) -> None:
@@ -404,6 +423,7 @@ class _Prefetcher:
         self._wake.set()
 
     def _work(self) -> None:
+        lowest_cpu_priority()
         with preemptible():
             while not self._stopping:
                 self._wake.wait()

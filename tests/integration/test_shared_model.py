@@ -5,11 +5,14 @@ The tiny-model version of this is tests/unit/test_ranking.py."""
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -111,3 +114,45 @@ def test_a_ranking_preempted_mid_way_leaves_the_model_as_it_was(method: str) -> 
     assert_no_hooks(model)
     assert all(p.requires_grad for p in model.parameters())
     _same(alone, rank(direction="upstream", method=method))
+
+
+def _nice_values() -> dict[int, int]:
+    """Every thread of this process and its nice value (field 19 of /proc's stat, after the command's name)."""
+    values = {}
+    for tid in Path("/proc/self/task").iterdir():
+        stat = (tid / "stat").read_text()
+        values[int(tid.name)] = int(stat[stat.rindex(")") + 2 :].split()[16])
+    return values
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="a nice value per thread is Linux's")
+def test_the_prefetcher_and_the_compute_threads_it_starts_run_at_the_lowest_priority() -> None:
+    """The prefetcher's thread takes only CPU that nothing else wants (`resources.lowest_cpu_priority`): it and
+    torch's compute threads it starts run at nice 19, while the thread that submitted the work keeps its own."""
+    import torch
+
+    from feature_lens_app import resources
+
+    before = _nice_values()
+    seen: list[tuple[int, int]] = []
+    during: dict[int, int] = {}
+    done = threading.Event()
+
+    def job() -> None:
+        torch.ones(256, 256) @ torch.ones(256, 256)  # a parallel operation: OpenMP starts this thread's team
+        seen.append((threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
+        during.update(_nice_values())
+        done.set()
+
+    prefetcher = resources._Prefetcher()
+    try:
+        prefetcher.submit([job])
+        assert done.wait(timeout=60)
+    finally:
+        prefetcher.stop()
+    [(worker, nice)] = seen
+    assert nice == resources.LOWEST_PRIORITY
+    started = {tid: value for tid, value in during.items() if tid not in before}
+    assert worker in started and set(started.values()) == {resources.LOWEST_PRIORITY}
+    assert len(started) > 1 or torch.get_num_threads() == 1  # its compute threads are among them
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before[threading.get_native_id()]
