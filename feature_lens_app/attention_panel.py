@@ -34,7 +34,9 @@ def dfa_section(view: state.ViewState) -> None:
         terms, bias = _terms(view.model, view.sae, view.prompt, view.feature, view.pos)
         st.subheader("Which heads and tokens feed it", anchor=False)
         title = f"{view.sae} #{view.feature} at position {view.pos}: its input by source token and head"
-        interactions.draw_chart(charts.dfa_heatmap(terms, title), key=f"dfa_{state.fingerprint(view)}", width="stretch")
+        interactions.draw_chart(
+            charts.dfa_heatmap(terms, title), key=f"dfa_{state.target_fingerprint(view)}", width="stretch"
+        )
         st.caption(
             "Each cell is one head's output from one source token, A[h, q, s] · v[s, h], read by the feature's "
             f"encoder (direct feature attribution). The cells sum to the feature's pre-activation minus its bias "

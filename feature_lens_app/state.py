@@ -271,6 +271,16 @@ def fingerprint(view: ViewState, *extra: object) -> str:
     return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
 
 
+def target_fingerprint(view: ViewState) -> str:
+    """A short stable id of a view's prompt and target alone, for keys of what shows the target (the token strip,
+    the features active at its token): they reset when the target changes, not when only the method, the
+    baseline or the SAEs do, since the browser draws an element whose key changed from scratch."""
+    where = {
+        name: getattr(view, name) for name in ("model", "prompt", "sae", "feature", "pos", "kind", "token", "other")
+    }
+    return fingerprint(replace(DEFAULT, **where))
+
+
 def to_params(view: ViewState) -> dict[str, str]:
     """The query parameters of a view (all of them, so a link means the same after defaults change)."""
     out = {key: value for key, value in asdict(view).items() if key in KEYS}

@@ -83,7 +83,7 @@ def token_strip(view: state.ViewState, tokens: list[str]) -> int:
 
 
 def _strip_key(view: state.ViewState) -> str:
-    return f"strip_{state.fingerprint(view)}"
+    return f"strip_{state.target_fingerprint(view)}"
 
 
 def active_features(view: state.ViewState, tokens: list[str], where: int) -> None:

@@ -100,3 +100,24 @@ def test_each_error_is_said_once(open_app) -> None:
     assert_healthy(at)
     (message,) = errors(at)
     assert "999999" in message
+
+
+def _target_keys(at) -> set[str]:
+    """The keys of what shows the target: the token strip and the features active at its token."""
+    drawn = {chart.key for chart in at.get("vega_lite_chart")} | {frame.key for frame in at.dataframe}
+    return {key for key in drawn if key and key.startswith(("strip_", "active_"))}
+
+
+def test_a_method_change_keeps_the_token_strip_and_a_new_target_resets_it(open_app) -> None:
+    """The strip and the active features keep their keys (so the browser keeps them, and a clicked token stays)
+    when only the method changes, and get new ones, with no token clicked, for a new target."""
+    at = open_app(kind="feature")
+    before = _target_keys(at)
+    assert len(before) == 2
+    at.sidebar.radio(key="method").set_value("direct").run()
+    assert_healthy(at)
+    assert at.session_state["method"] == "direct" and _target_keys(at) == before
+    at.sidebar.number_input(key="feature").set_value(924).run()  # also active at the example's ' thou'
+    assert not errors(at), errors(at)
+    after = _target_keys(at)
+    assert len(after) == 2 and not after & before
