@@ -385,7 +385,8 @@ def lowest_cpu_priority() -> None:
     view before (benchmarks/RESULTS.md). Raising a nice value needs no privilege; the call is not undone.
     """
     if sys.platform == "linux":
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOWEST_PRIORITY)
+        with contextlib.suppress(OSError):  # a sandbox that refuses it leaves the thread as it was, working
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOWEST_PRIORITY)
 
 
 class _Prefetcher:
