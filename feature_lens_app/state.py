@@ -273,8 +273,8 @@ def fingerprint(view: ViewState, *extra: object) -> str:
 
 def target_fingerprint(view: ViewState) -> str:
     """A short stable id of a view's prompt and target alone, for keys of what shows the target (the token strip,
-    the features active at its token): they reset when the target changes, not when only the method, the
-    baseline or the SAEs do, since the browser draws an element whose key changed from scratch."""
+    the features active at its token, the attention heat map): they reset when the target changes, not when only
+    the method, the baseline or the SAEs do, since the browser draws an element whose key changed from scratch."""
     where = {
         name: getattr(view, name) for name in ("model", "prompt", "sae", "feature", "pos", "kind", "token", "other")
     }

@@ -110,7 +110,7 @@ def _target_keys(at) -> set[str]:
 
 def test_a_method_change_keeps_the_token_strip_and_a_new_target_resets_it(open_app) -> None:
     """The strip and the active features keep their keys (so the browser keeps them, and a clicked token stays)
-    when only the method changes, and get new ones, with no token clicked, for a new target."""
+    when only the method changes, and get new ones (a fresh selection) for a new target."""
     at = open_app(kind="feature")
     before = _target_keys(at)
     assert len(before) == 2
